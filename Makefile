@@ -1,0 +1,45 @@
+# Template developer commands: `make test` runs every check; `make demo` bakes and serves.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+DEMO_DIR := .demo
+DEMO := $(DEMO_DIR)/secure-service
+
+.PHONY: venv test lint demo demo-stop clean
+
+venv: $(VENV)/.installed
+
+# One venv serves the template tests and every baked project under test. The baked service's
+# dependencies are installed from a throwaway bake of its own pyproject.toml (hooks skipped),
+# so they are declared in one place only.
+$(VENV)/.installed: requirements-dev.txt {{cookiecutter.project_slug}}/pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
+	rm -rf $(VENV)/deps-bake
+	$(PYTHON) -m cookiecutter --no-input --accept-hooks no -o $(VENV)/deps-bake .
+	$(PYTHON) -m pip install --quiet "$(VENV)/deps-bake/secure-service[dev,redis]"
+	$(PYTHON) -m pip uninstall --quiet --yes secure-service
+	rm -rf $(VENV)/deps-bake
+	touch $@
+
+test: venv ## every template check: hooks, bakes of each option, lint of each bake, baked tests
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest -n auto --dist loadgroup tests
+
+lint: venv ## lint the template's own Python (baked code is linted by the tests)
+	$(PYTHON) -m ruff check hooks tests
+	$(PYTHON) -m ruff format --check hooks tests
+	$(PYTHON) -m mypy
+
+demo: venv ## bake the defaults into .demo/ and serve them through nginx on https://localhost:8443
+	rm -rf $(DEMO_DIR)
+	$(PYTHON) -m cookiecutter --no-input -o $(DEMO_DIR) .
+	$(PYTHON) -m pip install --quiet --no-deps -e $(DEMO)
+	$(MAKE) -C $(DEMO) run VENV=$(abspath $(VENV))
+	@echo "Try: curl --cacert $(DEMO)/certs/ca.pem https://localhost:8443/healthz"
+	@echo "Stop: make demo-stop"
+
+demo-stop:
+	test ! -d $(DEMO) || $(MAKE) -C $(DEMO) stop VENV=$(abspath $(VENV))
+
+clean: demo-stop
+	rm -rf $(DEMO_DIR) $(VENV)

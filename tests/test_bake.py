@@ -1,0 +1,157 @@
+"""Bake every supported option value once, refuse unsupported answers, lint every bake."""
+
+from __future__ import annotations
+
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import Bakery, bake_cli, read_answers, require_tool
+
+# One option changed at a time (not the full product of options) keeps CI minutes flat.
+SUPPORTED = [
+    pytest.param({}, id="defaults"),
+    pytest.param({"python_version": "3.13"}, id="python-3.13"),
+    pytest.param({"python_version": "3.11"}, id="python-3.11"),
+    pytest.param({"tls_profile": "modern"}, id="tls-modern"),
+    pytest.param({"ci": "gitlab"}, id="ci-gitlab"),
+    pytest.param({"ci": "none"}, id="ci-none"),
+    pytest.param(
+        {"project_name": "Payments Ledger API", "domain_name": "ledger.payments.example.org"},
+        id="custom-names",
+    ),
+]
+
+UNSUPPORTED = [
+    pytest.param({"project_slug": "Bad Slug"}, "project_slug", id="slug-with-space"),
+    pytest.param({"package_name": "class"}, "package_name", id="package-keyword"),
+    pytest.param({"package_name": "jwt"}, "package_name", id="package-shadows-pyjwt"),
+    pytest.param({"package_name": "logging"}, "package_name", id="package-shadows-stdlib"),
+    pytest.param({"package_name": "secrets"}, "package_name", id="package-shadows-secrets"),
+    pytest.param({"package_name": "my-service"}, "package_name", id="package-not-identifier"),
+    pytest.param({"domain_name": "api_example.com"}, "domain_name", id="domain-underscore"),
+    pytest.param({"domain_name": "https://api.example.com"}, "domain_name", id="domain-url"),
+    pytest.param({"author_email": "nobody"}, "author_email", id="email-malformed"),
+    pytest.param({"tls_profile": "old"}, "tls_profile", id="tls-profile-unknown"),
+]
+
+UNRENDERED = re.compile(r"\{\{\s*cookiecutter\.|\{%|\{#|cookiecutter\.(project|package)_")
+TEXT_SUFFIXES = {"", ".py", ".toml", ".md", ".cfg", ".conf", ".template", ".yml", ".yaml",
+                 ".json", ".txt", ".sh", ".env", ".example", ".ini"}  # fmt: skip
+
+
+# Tool caches never exist in a clean clone of the template, only in a working tree.
+CACHE_DIRS = {".git", ".ruff_cache", ".mypy_cache", ".pytest_cache", "__pycache__"}
+
+
+def baked_files(project: Path) -> list[Path]:
+    return [p for p in project.rglob("*") if p.is_file() and not CACHE_DIRS & set(p.parts)]
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_bake_succeeds(bakery: Bakery, answers: dict[str, str]) -> None:
+    project = bakery(**answers)
+    assert project.is_dir()
+    recorded = read_answers(project)
+    for key, value in answers.items():
+        assert recorded[key] == value
+    assert "_output_dir" not in recorded, "local paths of the baker's machine must not leak"
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_no_unrendered_template_syntax(bakery: Bakery, answers: dict[str, str]) -> None:
+    project = bakery(**answers)
+    leftovers = []
+    for path in baked_files(project):
+        if path.suffix not in TEXT_SUFFIXES and path.name not in {"Makefile", "Dockerfile"}:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            if UNRENDERED.search(line):
+                leftovers.append(f"{path.relative_to(project)}:{number}: {line.strip()}")
+    assert leftovers == []
+    assert not any("{{" in part or "}}" in part for p in baked_files(project) for part in p.parts)
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_secrets_are_private_and_ignored(bakery: Bakery, answers: dict[str, str]) -> None:
+    project = bakery(**answers)
+    for secret in (".env", "keys/dev_jwt_private.pem", "certs/server-key.pem"):
+        assert stat.S_IMODE((project / secret).stat().st_mode) == 0o600, secret
+    git = require_tool("git")
+    subprocess.run([git, "init", "-q", str(project)], check=True)
+    ignored = subprocess.run(
+        [git, "-C", str(project), "check-ignore", ".env", "keys/dev_jwt_private.pem",
+         "keys/dev_jwt_public.pem", "certs/server-key.pem", "certs/server.pem", "certs/ca.pem"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split()  # fmt: skip
+    assert len(ignored) == 6, ignored
+    assert not (project / "pyproject.toml").read_text().count("whsec_")
+
+
+def test_two_bakes_share_no_secret(bakery: Bakery, tmp_path: Path) -> None:
+    first = bakery()
+    second = bakery(project_name="Second Service")
+    for secret in (".env", "keys/dev_jwt_private.pem", "certs/server-key.pem"):
+        assert (first / secret).read_bytes() != (second / secret).read_bytes(), secret
+
+
+@pytest.mark.parametrize(
+    ("answers", "present", "absent"),
+    [
+        ({"ci": "github"}, ".github/workflows/ci.yml", ".gitlab-ci.yml"),
+        ({"ci": "gitlab"}, ".gitlab-ci.yml", ".github"),
+        ({"ci": "none"}, None, ".github"),
+    ],
+    ids=["github", "gitlab", "none"],
+)
+def test_ci_files_follow_the_option(
+    bakery: Bakery, answers: dict[str, str], present: str | None, absent: str
+) -> None:
+    project = bakery(**answers)
+    if present:
+        assert (project / present).is_file()
+    assert not (project / absent).exists()
+    if answers["ci"] == "none":
+        assert not (project / ".gitlab-ci.yml").exists()
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_python_version_is_stated_once_and_derived(bakery: Bakery, answers: dict[str, str]) -> None:
+    project = bakery(**answers)
+    version = read_answers(project)["python_version"]
+    assert 'requires-python = ">=3.11"' in (project / "pyproject.toml").read_text()
+    dockerfile = project / "Dockerfile"
+    if dockerfile.exists():
+        assert f"python:{version}" in dockerfile.read_text()
+    for workflow in (project / ".github/workflows/ci.yml", project / ".gitlab-ci.yml"):
+        if workflow.exists():
+            assert version in workflow.read_text()
+
+
+@pytest.mark.parametrize(("answers", "variable"), UNSUPPORTED)
+def test_unsupported_answers_fail_in_pre_gen_hook(
+    tmp_path: Path, answers: dict[str, str], variable: str
+) -> None:
+    result = bake_cli(tmp_path, **answers)
+    assert result.returncode != 0
+    assert variable in result.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing may be written for a refused bake"
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_baked_code_passes_ruff_and_mypy(bakery: Bakery, answers: dict[str, str]) -> None:
+    project = bakery(**answers)
+    for command in (
+        ["ruff", "check", "--no-cache", "."],
+        ["ruff", "format", "--check", "--no-cache", "."],
+        ["mypy", "--cache-dir", str(project / ".mypy_cache")],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", *command], cwd=project, capture_output=True, text=True,
+            check=False, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}{result.stderr}"

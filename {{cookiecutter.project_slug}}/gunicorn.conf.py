@@ -1,0 +1,87 @@
+"""gunicorn settings; every knob comes from the environment so one file serves every deployment.
+
+gunicorn is only ever reached through nginx (a unix socket in the native stack, an unpublished
+port in compose). See README "Sizing gunicorn" for how the worker defaults were chosen.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+wsgi_app = "{{ cookiecutter.package_name }}:create_app()"
+
+# 127.0.0.1 by default: never listen on a public interface unless told to (compose binds
+# 0.0.0.0:8000 inside its private network, devstack a unix socket under a 0700 directory).
+bind = [os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")]
+
+# Measured on 2 cores through nginx over TLS: workers = cores with 2 threads each gave the best
+# tail latency; 2 * cores + 1 sync-style workers the worst p99 for the same throughput.
+workers = env_int("WEB_CONCURRENCY", os.cpu_count() or 1)
+worker_class = "gthread"
+threads = env_int("GUNICORN_THREADS", 2)
+
+# A worker stuck longer than this is killed and replaced (no request should take 30 s).
+timeout = env_int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+# Longer than nginx's upstream keepalive_timeout (60 s) so gunicorn never closes an idle
+# connection nginx is about to reuse (which would surface as sporadic 502s).
+keepalive = env_int("GUNICORN_KEEPALIVE", 75)
+
+# Requests that reach gunicorn already passed nginx's limits; these are a second fence.
+limit_request_line = env_int("GUNICORN_LIMIT_REQUEST_LINE", 4094)
+limit_request_fields = env_int("GUNICORN_LIMIT_REQUEST_FIELDS", 100)
+limit_request_field_size = env_int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190)
+
+# Proxy trust is decided once, in the app (transport.py: ProxyFix with TRUSTED_PROXY_HOPS).
+# gunicorn must not decide it a second time from X-Forwarded-Proto or forwarder headers, so
+# both are emptied. forwarded_allow_ips still limits who may speak h2c/PROXY-like extras over
+# TCP. Note (gunicorn docs): it does not apply to unix sockets, whose peers are "treated as
+# allowed, unconditionally"; the socket's directory permissions are the fence there.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+secure_scheme_headers: dict[str, str] = {}
+forwarder_headers = ""
+# Headers with underscores are dropped rather than merged with their dashed twins.
+header_map = "drop"
+# A unix socket is only connectable by its owner and group (nginx), never by everyone.
+umask = 0o007
+
+# gunicorn 27 opens a control socket in $HOME by default; several stacks on one machine would
+# share it and it lets any process of this user resize or stop the server. Opt in explicitly.
+control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "") == ""
+if not control_socket_disable:
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+
+# gunicorn sends "Server: gunicorn" without a version; nginx replaces it anyway.
+
+# Logs go to stderr/stdout; devstack redirects them under var/log/.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+errorlog = os.environ.get("GUNICORN_ERROR_LOG", "-")
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+def on_starting(server: object) -> None:
+    """Check the settings once in the master, so a bad configuration stops gunicorn with one
+    line naming the setting instead of every worker failing to boot with a traceback."""
+    from {{ cookiecutter.package_name }}.settings import ConfigError, load_settings
+
+    try:
+        load_settings()
+    except ConfigError as error:
+        sys.stderr.write(f"configuration error: {error}\n")
+        raise SystemExit(1) from None
+
+
+# --- logging (issue 6 fills this in: JSON lines through the redaction filter) -------------
+logconfig_dict: dict[str, object] = {}
+# --- end logging ---------------------------------------------------------------------------

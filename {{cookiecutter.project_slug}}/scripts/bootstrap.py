@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""Create this checkout's local secrets: dev TLS certificates, a dev JWT key pair and `.env`.
+
+The template's post-generation hook runs these steps at bake time; a teammate who clones the
+service runs `make bootstrap` to get their own (none of these files is ever committed).
+Existing files are kept unless --force is given, so a rerun never destroys working secrets.
+
+Standard library only, plus the `openssl` command (and `mkcert` when it is on PATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+CERT_FILE = "server.pem"
+KEY_FILE = "server-key.pem"
+CA_FILE = "ca.pem"
+JWT_PRIVATE_FILE = "dev_jwt_private.pem"
+JWT_PUBLIC_FILE = "dev_jwt_public.pem"
+DEV_ISSUER = "https://dev-issuer.localhost/"
+# Browsers refuse leaf certificates valid for more than 398 days.
+LEAF_DAYS = 397
+# The fallback CA only lives long enough to sign one leaf; its key is deleted afterwards.
+CA_DAYS = 398
+PRIVATE_MODE = 0o600
+
+
+class BootstrapError(RuntimeError):
+    """A step could not complete; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Certificates:
+    cert: Path
+    key: Path
+    ca: Path
+    made_by: str  # "mkcert" or "openssl"
+
+
+def server_names(domain_name: str) -> list[str]:
+    names = list(LOCAL_NAMES)
+    if domain_name not in names:
+        names.append(domain_name)
+    return names
+
+
+def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(  # type: ignore[call-overload, no-any-return]
+            command, check=True, capture_output=True, text=True, **kwargs
+        )
+    except FileNotFoundError as error:
+        raise BootstrapError(f"{command[0]} is not installed; install it and rerun") from error
+    except subprocess.CalledProcessError as error:
+        detail = (error.stderr or error.stdout or "").strip().splitlines()[-1:]
+        raise BootstrapError(f"{' '.join(command[:2])} failed: {' '.join(detail)}") from error
+
+
+def make_private(path: Path) -> None:
+    path.chmod(PRIVATE_MODE)
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """Write a secret so that it is never readable by others, not even for an instant."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    make_private(path)
+
+
+def make_certificates_with_mkcert(certs_dir: Path, names: list[str]) -> Certificates:
+    cert, key, ca = certs_dir / CERT_FILE, certs_dir / KEY_FILE, certs_dir / CA_FILE
+    run(["mkcert", "-cert-file", str(cert), "-key-file", str(key), *names])
+    caroot = Path(run(["mkcert", "-CAROOT"]).stdout.strip())
+    # Only the CA certificate is copied: clients need it to verify, and the CA key must stay
+    # in mkcert's own store, never in a project directory.
+    shutil.copyfile(caroot / "rootCA.pem", ca)
+    make_private(key)
+    return Certificates(cert, key, ca, "mkcert")
+
+
+def openssl_extensions(names: list[str]) -> str:
+    alt_names = ",".join(
+        f"IP:{name}" if name.replace(".", "").isdigit() or ":" in name else f"DNS:{name}"
+        for name in names
+    )
+    return (
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        f"subjectAltName={alt_names}\n"
+    )
+
+
+def make_certificates_with_openssl(certs_dir: Path, names: list[str], label: str) -> Certificates:
+    cert, key, ca = certs_dir / CERT_FILE, certs_dir / KEY_FILE, certs_dir / CA_FILE
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        ca_key, csr, extensions = scratch / "ca-key.pem", scratch / "leaf.csr", scratch / "leaf.ext"
+        run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                str(ca_key),
+                "-out",
+                str(ca),
+                "-days",
+                str(CA_DAYS),
+                "-subj",
+                f"/O={label} development CA/CN={label} dev CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE,pathlen:0",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]
+        )
+        run(
+            [
+                "openssl",
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                str(key),
+                "-out",
+                str(csr),
+                "-subj",
+                f"/O={label} development/CN={names[0]}",
+            ]
+        )
+        make_private(key)
+        extensions.write_text(openssl_extensions(names), encoding="utf-8")
+        run(
+            [
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                str(csr),
+                "-CA",
+                str(ca),
+                "-CAkey",
+                str(ca_key),
+                "-CAserial",
+                str(scratch / "ca.srl"),
+                "-CAcreateserial",
+                "-out",
+                str(cert),
+                "-days",
+                str(LEAF_DAYS),
+                "-sha256",
+                "-extfile",
+                str(extensions),
+            ]
+        )
+        # Leaving the scratch directory destroys the CA key: trusting this CA can then
+        # never vouch for anything but the leaf just signed.
+    return Certificates(cert, key, ca, "openssl")
+
+
+def make_certificates(certs_dir: Path, domain_name: str, label: str) -> Certificates:
+    certs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    names = server_names(domain_name)
+    if shutil.which("mkcert"):
+        return make_certificates_with_mkcert(certs_dir, names)
+    return make_certificates_with_openssl(certs_dir, names, label)
+
+
+def make_jwt_keys(keys_dir: Path) -> tuple[Path, Path]:
+    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private, public = keys_dir / JWT_PRIVATE_FILE, keys_dir / JWT_PUBLIC_FILE
+    # umask-independent: the key is created 0600 before openssl writes to it.
+    write_private_text(private, "")
+    run(
+        [
+            "openssl",
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            str(private),
+        ]
+    )
+    make_private(private)
+    run(["openssl", "pkey", "-in", str(private), "-pubout", "-out", str(public)])
+    return private, public
+
+
+def new_standard_webhooks_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def env_file_text(domain_name: str) -> str:
+    return "\n".join(
+        [
+            "# Local development settings, made by scripts/bootstrap.py. Never commit this file.",
+            "APP_ENV=development",
+            f"JWT_ISSUER={DEV_ISSUER}",
+            f"JWT_AUDIENCE=https://{domain_name}",
+            f"JWT_PUBLIC_KEY_FILE=keys/{JWT_PUBLIC_FILE}",
+            f"JWT_DEV_PRIVATE_KEY_FILE=keys/{JWT_PRIVATE_FILE}",
+            f"WEBHOOK_SECRET={new_standard_webhooks_secret()}",
+            f"GITHUB_WEBHOOK_SECRET={secrets.token_hex(32)}",
+            f"STRIPE_WEBHOOK_SECRET=whsec_{secrets.token_urlsafe(32)}",
+            "",
+        ]
+    )
+
+
+def write_env_file(path: Path, domain_name: str) -> Path:
+    write_private_text(path, env_file_text(domain_name))
+    return path
+
+
+def read_answers(project: Path) -> dict[str, str]:
+    answers_file = project / ".cookiecutter.json"
+    try:
+        answers: dict[str, str] = json.loads(answers_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise BootstrapError(f"cannot read {answers_file}: {error}") from error
+    return answers
+
+
+def missing(paths: list[Path], force: bool) -> bool:
+    return force or not all(path.exists() for path in paths)
+
+
+def bootstrap(project: Path, force: bool = False) -> list[str]:
+    """Create whatever is missing and return a line per thing made."""
+    answers = read_answers(project)
+    domain_name, label = answers["domain_name"], answers["project_slug"]
+    made = []
+    certs_dir = project / "certs"
+    if missing([certs_dir / CERT_FILE, certs_dir / KEY_FILE, certs_dir / CA_FILE], force):
+        certificates = make_certificates(certs_dir, domain_name, label)
+        made.append(
+            f"TLS certificate for {', '.join(server_names(domain_name))} ({certificates.made_by})"
+        )
+    keys_dir = project / "keys"
+    if missing([keys_dir / JWT_PRIVATE_FILE, keys_dir / JWT_PUBLIC_FILE], force):
+        make_jwt_keys(keys_dir)
+        made.append("RSA-2048 key pair for signing local tokens (keys/)")
+    if missing([project / ".env"], force):
+        write_env_file(project / ".env", domain_name)
+        made.append(".env with fresh secrets (APP_ENV=development)")
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="replace existing files")
+    parser.add_argument("--project", type=Path, default=Path(__file__).resolve().parent.parent)
+    args = parser.parse_args(argv)
+    try:
+        made = bootstrap(args.project, force=args.force)
+    except BootstrapError as error:
+        print(f"bootstrap: {error}", file=sys.stderr)
+        return 1
+    for line in made or ["nothing to do: certificates, keys and .env exist (--force remakes)"]:
+        print(f"bootstrap: {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

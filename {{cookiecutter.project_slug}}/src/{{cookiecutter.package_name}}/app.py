@@ -1,0 +1,38 @@
+"""The application factory: reads like a table of contents of the service."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from . import health
+from .problems import register_error_handlers
+from .settings import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app; with no settings given, read them from the environment and `.env`."""
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config.from_mapping(settings.flask_config())
+    app.extensions["settings"] = settings
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    """Security modules bind here, each with its own init_app(app)."""
+
+
+def register_blueprints(app: Flask) -> None:
+    app.register_blueprint(health.blueprint)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    register_error_handlers(app)
+
+
+def register_commands(app: Flask) -> None:
+    """Flask CLI commands bind here."""
