@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import health
+from . import health, logs
 from .problems import register_error_handlers
 from .settings import Settings, load_settings
 
@@ -12,7 +12,9 @@ from .settings import Settings, load_settings
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; with no settings given, read them from the environment and `.env`."""
     settings = settings or load_settings()
-    app = Flask(__name__)
+    # An API serves no static files: without the default /static route there is nothing to
+    # document, fuzz or accidentally expose.
+    app = Flask(__name__, static_folder=None)
     app.config.from_mapping(settings.flask_config())
     app.extensions["settings"] = settings
     register_extensions(app)
@@ -23,7 +25,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def register_extensions(app: Flask) -> None:
-    """Security modules bind here, each with its own init_app(app)."""
+    # First: request ids and redacted JSON logs cover everything the others log.
+    logs.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -1,0 +1,510 @@
+"""redaction.py: each secret pattern, each place a secret hides in a record, no false positives."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from gunicorn.glogging import SafeAtoms  # type: ignore[import-untyped, unused-ignore]
+
+from {{ cookiecutter.package_name }}.redaction import (
+    MARKER,
+    RedactingFilter,
+    RedactingFormatter,
+    Redactor,
+    install,
+    redact,
+)
+
+JWT = (
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0"
+    ".eyJzdWIiOiJhbGljZSIsImF1ZCI6Imh0dHBzOi8vYXBpIn0"
+    ".c2lnbmF0dXJlLWJ5dGVzLWhlcmUtMTIzNDU2Nzg5MA"
+)
+OPAQUE = "8f14e45fceea167a5a36dedd4bea2543tok"
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+STANDARD_SIG = "K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="
+GITHUB_SIG = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+STRIPE_V1 = "5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd"
+STRIPE_V0 = "6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a39"
+PASSWORD = "hunter2-Correct-Horse"
+NESTED_SECRET = {"secret": "s"}
+NESTED_REDACTED = {"secret": MARKER}
+
+REDACTED_EXACTLY = {
+    "authorization header line": (
+        f"Authorization: Bearer {JWT}\r\nHost: api.example.com",
+        f"Authorization: {MARKER}\r\nHost: api.example.com",
+    ),
+    "proxy-authorization basic": (
+        "Proxy-Authorization: Basic dXNlcjpwYXNz",
+        f"Proxy-Authorization: {MARKER}",
+    ),
+    "cookie header keeps the next line": (
+        "Cookie: session=abc123; theme=dark\nAccept: */*",
+        f"Cookie: {MARKER}\nAccept: */*",
+    ),
+    "set-cookie header": (
+        "Set-Cookie: sid=31d4d96e407aad42; Path=/; Secure; HttpOnly",
+        f"Set-Cookie: {MARKER}",
+    ),
+    "headers as a dict repr": (
+        repr({"Authorization": f"Bearer {OPAQUE}", "Cookie": "sid=1", "Accept": "*/*"}),
+        repr({"Authorization": MARKER, "Cookie": MARKER, "Accept": "*/*"}),
+    ),
+    "headers as a list of pairs (werkzeug/gunicorn repr)": (
+        repr([("AUTHORIZATION", f"Bearer {OPAQUE}"), ("HOST", "localhost")]),
+        f"[('AUTHORIZATION', '{MARKER}'), ('HOST', 'localhost')]",
+    ),
+    "WSGI environ keys": (
+        repr({"HTTP_AUTHORIZATION": "Bearer abc", "HTTP_COOKIE": "a=b", "PATH_INFO": "/x"}),
+        repr({"HTTP_AUTHORIZATION": MARKER, "HTTP_COOKIE": MARKER, "PATH_INFO": "/x"}),
+    ),
+    "bytes header value": (
+        repr({"Authorization": b"Bearer abc"}),
+        repr({"Authorization": MARKER.encode()}),
+    ),
+    "x-api-key header": ("X-Api-Key: 0123456789abcdef", f"X-Api-Key: {MARKER}"),
+    "bearer token in prose": (
+        f"token refused: Bearer {OPAQUE} expired",
+        f"token refused: Bearer {MARKER} expired",
+    ),
+    "bare JWT": (f"got {JWT} from client", f"got {MARKER} from client"),
+    "unsecured JWT with empty signature": (
+        "alg none: eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0. end",
+        f"alg none: {MARKER} end",
+    ),
+    "JWE (five parts)": (
+        "jwe eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..aXYtaXYtaXY.Y2lwaGVy.dGFn end",
+        f"jwe {MARKER} end",
+    ),
+    "whsec secret": (f"loaded {WHSEC} ok", f"loaded {MARKER} ok"),
+    "stripe secret key": ("sk_live_51H8abcDEFghiJKL", MARKER),
+    "github token": ("ghp_" + "a1B2" * 9, MARKER),
+    "standard webhooks signature header (rotation: two values)": (
+        f"webhook-signature: v1,{STANDARD_SIG} v1,{STANDARD_SIG}",
+        f"webhook-signature: {MARKER}",
+    ),
+    "standard webhooks signature alone": (
+        f"bad signature v1,{STANDARD_SIG} for msg_2KWPBgLlAfxdpx2AI54pPJ85f4W",
+        f"bad signature v1,{MARKER} for msg_2KWPBgLlAfxdpx2AI54pPJ85f4W",
+    ),
+    "github signature header": (
+        f"X-Hub-Signature-256: sha256={GITHUB_SIG}",
+        f"X-Hub-Signature-256: {MARKER}",
+    ),
+    "github signature alone": (f"got sha256={GITHUB_SIG}", f"got sha256={MARKER}"),
+    "stripe signature keeps the timestamp": (
+        f"t=1492774577,v1={STRIPE_V1},v0={STRIPE_V0}",
+        f"t=1492774577,v1={MARKER},v0={MARKER}",
+    ),
+    "url with several query parameters": (
+        f"GET /api/v1/items?page=2&access_token={JWT}&sort=name&api_key=k-123&x=1 HTTP/1.1",
+        f"GET /api/v1/items?page=2&access_token={MARKER}&sort=name&api_key={MARKER}&x=1 HTTP/1.1",
+    ),
+    "oauth callback": (
+        "/callback?code=SplxlOBeZQQYbYS6WxSbIA&state=af0ifjsldkj",
+        f"/callback?code={MARKER}&state=af0ifjsldkj",
+    ),
+    "form body": (
+        f"username=bob&password={PASSWORD}&remember=1",
+        f"username=bob&password={MARKER}&remember=1",
+    ),
+    "keys are case-insensitive": (
+        "PASSWORD=a Access_Token=b CLIENT-SECRET=c",
+        f"PASSWORD={MARKER} Access_Token={MARKER} CLIENT-SECRET={MARKER}",
+    ),
+    "compound names ending in a sensitive word": (
+        "csrf_token=abc db-password: pw github_webhook_secret=s",
+        f"csrf_token={MARKER} db-password: {MARKER} github_webhook_secret={MARKER}",
+    ),
+    "url inside a url (percent-encoded)": (
+        "next=%2Flogin%3Fid_token%3Dabc123",
+        f"next=%2Flogin%3Fid_token%3D{MARKER}",
+    ),
+    "json body stays json": (
+        json.dumps({"username": "bob", "password": PASSWORD, "code": 123, "n": NESTED_SECRET}),
+        json.dumps({"username": "bob", "password": MARKER, "code": MARKER, "n": NESTED_REDACTED}),
+    ),
+    "json inside a json string": (
+        json.dumps({"body": json.dumps({"refresh_token": OPAQUE, "user": "bob"})}),
+        json.dumps({"body": json.dumps({"refresh_token": MARKER, "user": "bob"})}),
+    ),
+    "short ambiguous keys as quoted keys or key=value": (
+        "{'key': 'abc', 'signature': 'xyz'} key=k1",
+        repr({"key": MARKER, "signature": MARKER}) + f" key={MARKER}",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), REDACTED_EXACTLY.values(), ids=REDACTED_EXACTLY)
+def test_secret_is_replaced_and_the_rest_kept(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+UNTOUCHED = {
+    "uuid": "user 550e8400-e29b-41d4-a716-446655440000 created",
+    "sha256 of a file": "etag 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "git sha": "deployed 2f3e4d5c6b7a8f9e0d1c2b3a4f5e6d7c8b9a0f1e",
+    "api path": "GET /api/v1/items/42 200",
+    "webhook path and ids": "POST /webhooks/github delivery=72d3162e-cc78-11e3-81ab-4c9367dc0958",
+    "message id": "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W accepted",
+    "status code in prose": "upstream returned status code: 503, exit code: 1",
+    "status_code field": "status_code=500 error_code=E42",
+    "keys that merely contain a sensitive word": "monkey=3 keyboard=us key_id=k1 tokens=5",
+    "not secret names ending in key/code": "sort_key=name public_key=pk zip-code=12345",
+    "token type": "token_type=Bearer expires_in=3600",
+    "bearer challenge": 'WWW-Authenticate: Bearer realm="api", error="invalid_token"',
+    "bearer in prose": "Bearer tokens are required; send a bearer token",
+    "api version list": "routes /api/v1, /api/v2 and /webhooks/events",
+    "authorization in prose": "Authorization failed for alice",
+    "already redacted": f"token={MARKER} Authorization: {MARKER}",
+    "iso time and ip": "2026-11-22T05:23:29.123Z 203.0.113.7 ::1",
+}
+
+
+@pytest.mark.parametrize("text", UNTOUCHED.values(), ids=UNTOUCHED)
+def test_ordinary_text_is_untouched(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_redaction_is_idempotent() -> None:
+    once = redact(f"Authorization: Bearer {JWT} token={OPAQUE} {WHSEC}")
+    assert redact(once) == once
+
+
+def test_extra_keys_are_configurable() -> None:
+    custom = Redactor(extra_keys=("ssn", "x-tenant-secret-header"))
+    assert custom.redact("ssn=123-45-6789 name=bob") == f"ssn={MARKER} name=bob"
+    assert custom.redact('{"SSN": "123"}') == json.dumps({"SSN": MARKER})
+    assert redact("ssn=123-45-6789") == "ssn=123-45-6789"
+
+
+def test_marker_is_configurable() -> None:
+    assert Redactor(marker="***").redact("password=x") == "password=***"
+
+
+@pytest.mark.parametrize(
+    ("name", "sensitive"),
+    [
+        ("password", True),
+        ("Access_Token", True),
+        ("csrf-token", True),
+        ("authorization", True),
+        ("HTTP_COOKIE", True),
+        ("{authorization}i", True),
+        ("{set-cookie}o", True),
+        ("code", True),
+        ("request_id", False),
+        ("status_code", False),
+        ("sub", False),
+        ("path", False),
+        ("{x-request-id}i", False),
+    ],
+)
+def test_sensitive_field_names(name: str, sensitive: bool) -> None:
+    assert Redactor().is_sensitive_key(name) is sensitive
+
+
+# --- the filter on real log records ----------------------------------------------------------
+
+
+class ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def logged() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A private logger writing "message | extra | exception" through an installed filter."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s|%(extra_field)s"))
+    logger = logging.getLogger(f"test_redaction.{id(stream)}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    install(handler)
+    yield logger, stream
+    logger.removeHandler(handler)
+
+
+def test_secret_in_percent_s_arguments(logged: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = logged
+    logger.info("login %s with %s", "bob", f"password={PASSWORD}", extra={"extra_field": 1})
+    assert stream.getvalue() == f"login bob with password={MARKER}|1\n"
+
+
+def test_secret_split_between_format_and_argument(
+    logged: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = logged
+    logger.info("Authorization: %s", f"Bearer {OPAQUE}", extra={"extra_field": 1})
+    assert stream.getvalue() == f"Authorization: {MARKER}|1\n"
+
+
+def test_headers_dict_as_argument(logged: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = logged
+    headers = {"Authorization": f"Bearer {JWT}", "Cookie": "sid=abc", "Accept": "*/*"}
+    logger.info("headers: %s", headers, extra={"extra_field": 1})
+    assert OPAQUE not in stream.getvalue()
+    assert JWT not in stream.getvalue()
+    assert "sid=abc" not in stream.getvalue()
+    assert "'Accept': '*/*'" in stream.getvalue()
+    assert headers["Authorization"] == f"Bearer {JWT}", "the caller's dict must not change"
+
+
+def test_mapping_arguments(logged: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = logged
+    values = {"user": "bob", "password": PASSWORD, "url": f"/x?token={OPAQUE}&a=1"}
+    logger.info("%(user)s %(password)s %(url)s", values, extra={"extra_field": 1})
+    assert stream.getvalue() == f"bob {MARKER} /x?token={MARKER}&a=1|1\n"
+    assert values["password"] == PASSWORD
+
+
+def test_extra_fields(logged: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, _ = logged
+
+    class Request:
+        def __str__(self) -> str:
+            return f"<Request /cb?code=abc Authorization: Bearer {OPAQUE}>"
+
+    capture = ListHandler()
+    install(capture)
+    logger.addHandler(capture)
+    logger.info(
+        "event",
+        extra={
+            "extra_field": {"headers": {"Authorization": f"Bearer {JWT}"}, "n": 2},
+            "password": PASSWORD,
+            "callback": "/cb?state=s1&code=c0de",
+            "request": Request(),
+            "count": 3,
+        },
+    )
+    logger.removeHandler(capture)
+    fields = capture.records[0].__dict__
+    assert fields["extra_field"] == {"headers": {"Authorization": MARKER}, "n": 2}
+    assert fields["password"] == MARKER
+    assert fields["callback"] == f"/cb?state=s1&code={MARKER}"
+    # A header value runs to the end of the line: over-redacting beats guessing where it ends.
+    assert fields["request"] == f"<Request /cb?code={MARKER} Authorization: {MARKER}"
+    assert fields["count"] == 3
+
+
+def test_exception_message_and_cause(logged: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = logged
+    try:
+        try:
+            raise KeyError(f"client_secret={OPAQUE}")
+        except KeyError as cause:
+            raise RuntimeError(f"call to /token?refresh_token={OPAQUE} failed: {JWT}") from cause
+    except RuntimeError:
+        logger.exception("upstream failed", extra={"extra_field": 1})
+    text = stream.getvalue()
+    assert "Traceback (most recent call last)" in text
+    assert "RuntimeError: call to /token?refresh_token=" + MARKER in text
+    assert f"client_secret={MARKER}" in text
+    assert OPAQUE not in text
+    assert JWT not in text
+
+
+def test_exception_text_rendered_by_another_handler_first() -> None:
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), None)
+    record.exc_text = f"Traceback ...\nValueError: password={PASSWORD}"
+    record.stack_info = f"Stack (most recent call last):\n  token = '{OPAQUE}'"
+    RedactingFilter().filter(record)
+    assert record.exc_text == f"Traceback ...\nValueError: password={MARKER}"
+    assert record.stack_info == f"Stack (most recent call last):\n  token = '{MARKER}'"
+
+
+def test_format_errors_do_not_leak_arguments() -> None:
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "%d items", (f"token={OPAQUE}",), None
+    )
+    RedactingFilter().filter(record)
+    assert OPAQUE not in record.getMessage()
+
+
+def test_non_string_message() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, {"password": PASSWORD}, (), None)
+    RedactingFilter().filter(record)
+    assert record.getMessage() == repr({"password": MARKER})
+
+
+def test_gunicorn_access_atoms_keep_their_mapping() -> None:
+    atoms = SafeAtoms(
+        {
+            "h": "10.0.0.2",
+            "r": f"GET /api/v1/me?access_token={OPAQUE} HTTP/1.1",
+            "q": f"access_token={OPAQUE}&x=1",
+            "{authorization}i": f"Bearer {JWT}",
+            "{cookie}i": "sid=1",
+            "{x-request-id}i": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "s": "200",
+            "B": 42,
+        }
+    )
+    record = logging.LogRecord(
+        "gunicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%(h)s "%(r)s" %(s)s %(B)d %({authorization}i)s %({cookie}i)s %(a)s',
+        (atoms,),
+        None,
+    )
+    RedactingFilter().filter(record)
+    assert isinstance(record.args, Mapping)
+    assert record.args["{x-request-id}i"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert record.args["{authorization}i"] == MARKER
+    assert record.args["{unknown}i"] == "-", "gunicorn's answer for a missing atom is kept"
+    assert record.getMessage() == (
+        f'10.0.0.2 "GET /api/v1/me?access_token={MARKER} HTTP/1.1" 200 42 {MARKER} {MARKER} -'
+    )
+    assert atoms["{authorization}i"] == f"Bearer {JWT}"
+
+
+def test_install_on_the_root_logger_covers_child_loggers() -> None:
+    root = logging.getLogger()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root.addHandler(handler)
+    try:
+        redacting = install()
+        assert redacting in handler.filters
+        child = logging.getLogger("test_redaction.child.deeper")
+        child.warning("leaked? %s", f"api_key={OPAQUE}")
+    finally:
+        root.removeHandler(handler)
+    assert stream.getvalue() == f"leaked? api_key={MARKER}\n"
+
+
+def test_install_twice_adds_one_filter() -> None:
+    handler = logging.NullHandler()
+    install(handler)
+    install(handler)
+    assert sum(isinstance(f, RedactingFilter) for f in handler.filters) == 1
+
+
+def test_install_with_extra_keys() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    install(handler, extra_keys=("otp",))
+    logger = logging.getLogger("test_redaction.otp")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.warning("otp=123456 password=x")
+    logger.removeHandler(handler)
+    assert stream.getvalue() == f"otp={MARKER} password={MARKER}\n"
+
+
+def test_redacting_formatter_scrubs_the_final_line() -> None:
+    formatter = RedactingFormatter("%(levelname)s %(message)s %(url)s")
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("bob",), None)
+    record.url = f"/x?token={OPAQUE}"
+    assert formatter.format(record) == f"INFO hello bob /x?token={MARKER}"
+
+
+def test_filter_keeps_every_record() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "plain", (), None)
+    assert RedactingFilter().filter(record) is True
+    assert record.getMessage() == "plain"
+
+
+def test_pipe_mode_scrubs_other_programs_logs() -> None:
+    nginx_error = (
+        "2026/11/22 05:00:00 [error] 7#7: *5 upstream prematurely closed connection while reading"
+        " response header from upstream, client: 203.0.113.7, server: api.example.com, request:"
+        f' "GET /api/v1/items?access_token={OPAQUE}&page=2 HTTP/1.1", upstream:'
+        f' "http://unix:/run/app.sock:/api/v1/items?access_token={OPAQUE}&page=2"\n'
+        "otp=123456 plain line\n"
+    )
+    source = Path(sys.modules[RedactingFilter.__module__].__file__ or "").parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", RedactingFilter.__module__, "otp"],
+        input=nginx_error,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    assert OPAQUE not in completed.stdout
+    assert completed.stdout == nginx_error.replace(OPAQUE, MARKER).replace("123456", MARKER)
+
+
+def test_a_handler_with_more_keys_scrubs_again() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    plain = logging.StreamHandler(first)
+    stricter = logging.StreamHandler(second)
+    install(plain)
+    install(stricter, extra_keys=("otp",))
+    logger = logging.getLogger("test_redaction.two_handlers")
+    logger.propagate = False
+    logger.addHandler(plain)
+    logger.addHandler(stricter)
+    logger.warning("otp=123456 password=x")
+    logger.removeHandler(plain)
+    logger.removeHandler(stricter)
+    assert first.getvalue() == f"otp=123456 password={MARKER}\n"
+    assert second.getvalue() == f"otp={MARKER} password={MARKER}\n"
+
+
+PATHOLOGICAL = {
+    "dotted run": "eyJ" + "a." * 50_000,
+    "base64url run of JWT starts": "eyJ" * 33_000,
+    "compound-name run": "a_" * 50_000 + "token",
+    "unclosed quoted value": '"password": "' + "\\\\" * 50_000,
+    "key then spaces": "token" + " " * 100_000,
+    "signature prefixes": "v1," * 33_000,
+}
+
+
+@pytest.mark.parametrize("text", PATHOLOGICAL.values(), ids=PATHOLOGICAL)
+def test_cost_stays_linear_on_hostile_input(text: str) -> None:
+    # 100 kB in well under a second; a quadratic pattern takes minutes on these.
+    started = time.perf_counter()
+    redact(text)
+    assert time.perf_counter() - started < 5
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("broken __str__")
+
+    __repr__ = __str__
+
+
+def test_a_broken_extra_value_does_not_break_logging() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", (), None)
+    record.__dict__["thing"] = Unprintable()
+    RedactingFilter().filter(record)
+    assert record.__dict__["thing"] == "<unprintable Unprintable>"
+    assert record.getMessage() == "hello"
+
+
+def test_a_record_that_cannot_be_scrubbed_is_blanked_not_leaked() -> None:
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, Unprintable(), (f"token={OPAQUE}",), None
+    )
+    record.__dict__["url"] = f"/x?token={OPAQUE}"
+    assert RedactingFilter().filter(record) is True
+    assert record.getMessage() == f"{MARKER} (this log record could not be scrubbed)"
+    assert record.__dict__["url"] == MARKER
