@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import health, logs
+from . import api, bearer, commands, health, logs
 from .problems import register_error_handlers
 from .settings import Settings, load_settings
 
@@ -27,10 +27,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 def register_extensions(app: Flask) -> None:
     # First: request ids and redacted JSON logs cover everything the others log.
     logs.init_app(app)
+    bearer.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(api.blueprint)
 
 
 def register_errorhandlers(app: Flask) -> None:
@@ -38,4 +40,4 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    """Flask CLI commands bind here."""
+    commands.register_commands(app)

@@ -47,6 +47,8 @@ class Settings:
     jwt_algorithms: tuple[str, ...]
     jwt_leeway_seconds: int
     jwt_token_type: str | None
+    jwt_jwks_cache_seconds: int
+    jwt_jwks_cooldown_seconds: int
     jwt_dev_private_key_file: str | None
     webhook_tolerance_seconds: int
     replay_store_url: str | None
@@ -75,6 +77,8 @@ class Settings:
             "JWT_ALGORITHMS": self.jwt_algorithms,
             "JWT_LEEWAY_SECONDS": self.jwt_leeway_seconds,
             "JWT_TOKEN_TYPE": self.jwt_token_type,
+            "JWT_JWKS_CACHE_SECONDS": self.jwt_jwks_cache_seconds,
+            "JWT_JWKS_COOLDOWN_SECONDS": self.jwt_jwks_cooldown_seconds,
             "JWT_DEV_PRIVATE_KEY_FILE": self.jwt_dev_private_key_file,
             "WEBHOOK_SECRET": self.webhook_secret,
             "GITHUB_WEBHOOK_SECRET": self.github_webhook_secret,
@@ -167,6 +171,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         jwt_algorithms=read_algorithms(reader),
         jwt_leeway_seconds=reader.integer("JWT_LEEWAY_SECONDS", 30),
         jwt_token_type=reader.text("JWT_TOKEN_TYPE"),
+        # How long JWKS keys are reused before a refresh, and the least time between two
+        # fetches, so that tokens with unknown `kid`s cannot make us hammer the provider.
+        jwt_jwks_cache_seconds=reader.integer("JWT_JWKS_CACHE_SECONDS", 300, minimum=1),
+        jwt_jwks_cooldown_seconds=reader.integer("JWT_JWKS_COOLDOWN_SECONDS", 30, minimum=1),
         jwt_dev_private_key_file=reader.text("JWT_DEV_PRIVATE_KEY_FILE"),
         webhook_secret=read_webhook_secrets(reader, production),
         github_webhook_secret=reader.text("GITHUB_WEBHOOK_SECRET"),

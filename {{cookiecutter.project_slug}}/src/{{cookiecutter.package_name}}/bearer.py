@@ -1,0 +1,787 @@
+"""OAuth 2.0 bearer access tokens for Flask: RFC 6750, RFC 8725 and RFC 9068.
+
+This module stands alone (Flask, PyJWT and the standard library only) so that it can be
+copied into any Flask app; see docs/patterns/bearer-tokens.md.
+
+    bearer.init_app(app)
+
+    @app.get("/items")
+    @bearer.require_scopes("items:read")
+    def items():
+        principal = bearer.current_principal()
+
+Settings, read once from app.config by init_app():
+
+    JWT_ISSUER                 exact "iss" expected (required)
+    JWT_AUDIENCE               this API's identifier, must be in "aud" (required)
+    JWT_JWKS_URL               JWKS of the authorization server; https, or http on a loopback
+                               host outside production                         } exactly one
+    JWT_PUBLIC_KEY_FILE        PEM public key (single-key setups, local dev)   } of these two
+    JWT_ALGORITHMS             allowed "alg" values, tuple or comma separated; asymmetric only
+                               (default ("RS256",)); HS* and "none" are refused here
+    JWT_LEEWAY_SECONDS         clock skew allowed on exp/nbf/iat (default 30, at most 300)
+    JWT_TOKEN_TYPE             e.g. "at+jwt": the JOSE "typ" every token must carry (RFC 9068);
+                               default None (not checked)
+    JWT_REALM                  realm of the WWW-Authenticate challenge (default "api")
+    JWT_MAX_TOKEN_BYTES        longer tokens are refused before any parsing (default 8192)
+    JWT_JWKS_CACHE_SECONDS     age after which the cached JWKS is refreshed (default 300)
+    JWT_JWKS_COOLDOWN_SECONDS  minimum time between two JWKS fetches (default 30)
+    JWT_JWKS_TIMEOUT_SECONDS   timeout of one JWKS fetch (default 5)
+    JWT_VERIFIED_CACHE_SIZE    verified tokens remembered, keyed by their SHA-256 (default 4096;
+                               0 turns the cache off)
+    APP_ENV                    "production" (the default) forbids an http JWKS URL
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, ParamSpec
+from urllib.parse import urlsplit
+
+import jwt
+from flask import Flask, Response, current_app, g, request
+from flask.typing import ResponseReturnValue
+from jwt.exceptions import InvalidSubjectError
+
+__all__ = [
+    "BearerConfigError",
+    "Principal",
+    "current_principal",
+    "init_app",
+    "require_scopes",
+]
+
+logger = logging.getLogger(__name__)
+
+ASYMMETRIC_ALGORITHMS: Final = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+REQUIRED_CLAIMS: Final = ("exp", "iat", "iss", "aud", "sub")
+EXTENSION_KEY: Final = "bearer"
+READINESS_NAME: Final = "bearer_keys"
+
+_MAX_JWKS_BYTES: Final = 512 * 1024
+_FORM_MIMETYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+# RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+# RFC 9110 token: tells "another auth scheme" (401, no error) from garbage (400).
+_HTTP_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 6749 section 3.3 scope-token, which is also safe inside a quoted-string.
+_SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_REALM: Final = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]+")
+
+# Hostile input must end as 401, never as a 500: what a parser may raise besides PyJWTError.
+_PARSE_ERRORS: Final = (ValueError, TypeError, RecursionError)
+
+P = ParamSpec("P")
+
+
+class BearerConfigError(ValueError):
+    """Raised by init_app() for a setting that is missing, unsafe or unusable."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The verified caller: who (sub), for which client, allowed to do what (scopes)."""
+
+    sub: str
+    scopes: frozenset[str]
+    client_id: str | None
+    claims: Mapping[str, Any] = field(compare=False, hash=False, repr=False)
+
+
+class _Rejection(Exception):
+    """An RFC 6750 section 3 outcome; description is fixed text, never token content."""
+
+    def __init__(
+        self, status: int, error: str | None, description: str, scope: str | None = None
+    ) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.scope = scope
+
+
+class _KeysUnavailable(Exception):
+    """No key has ever been fetched, so no token can be judged: 503, never accept."""
+
+
+def _invalid_request(description: str) -> _Rejection:
+    return _Rejection(400, "invalid_request", description)
+
+
+def _invalid_token(description: str) -> _Rejection:
+    return _Rejection(401, "invalid_token", description)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def init_app(app: Flask) -> None:
+    """Validate the JWT_* settings, load or fetch the keys, register the readiness check."""
+    config = app.config
+    algorithms = _algorithms_setting(config.get("JWT_ALGORITHMS", ("RS256",)))
+    keys = _key_source(config, algorithms)
+    verifier = _Verifier(
+        issuer=_required_text(config, "JWT_ISSUER"),
+        audience=_required_text(config, "JWT_AUDIENCE"),
+        algorithms=algorithms,
+        leeway=_int_setting(config, "JWT_LEEWAY_SECONDS", 30, low=0, high=300),
+        token_type=_token_type_setting(config.get("JWT_TOKEN_TYPE")),
+        realm=_realm_setting(config.get("JWT_REALM", "api")),
+        max_token_bytes=_int_setting(config, "JWT_MAX_TOKEN_BYTES", 8192, low=256, high=65536),
+        keys=keys,
+        cache=_VerifiedCache(
+            _int_setting(config, "JWT_VERIFIED_CACHE_SIZE", 4096, low=0, high=1_000_000)
+        ),
+    )
+    app.extensions[EXTENSION_KEY] = verifier
+    app.extensions.setdefault("readiness_checks", {})[READINESS_NAME] = keys.usable
+
+
+def require_scopes(
+    *scopes: str,
+) -> Callable[[Callable[P, ResponseReturnValue]], Callable[P, ResponseReturnValue]]:
+    """Let the view run only for a valid bearer token holding every scope listed.
+
+    With no scope listed, any valid token is enough.
+    """
+    for scope in scopes:
+        if not _SCOPE_TOKEN.fullmatch(scope):
+            raise ValueError(f"not a valid OAuth scope: {scope!r}")
+    needed = tuple(dict.fromkeys(scopes))
+
+    def decorator(view: Callable[P, ResponseReturnValue]) -> Callable[P, ResponseReturnValue]:
+        @functools.wraps(view)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
+            verifier = _current_verifier()
+            try:
+                principal = verifier.authenticate()
+                # A stable name: access loggers read g.bearer_principal.sub without importing
+                # us. Set before the scope check so that a 403 is still logged with its sub.
+                g.bearer_principal = principal
+                _check_scopes(principal, needed)
+            except _Rejection as rejection:
+                return verifier.reject(rejection)
+            except _KeysUnavailable:
+                return verifier.keys_unavailable()
+            return view(*args, **kwargs)
+
+        # Read by openapi.py, so the published document and the check share one list.
+        wrapper.required_scopes = needed  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorator
+
+
+def current_principal() -> Principal:
+    """The principal verified for this request by @require_scopes."""
+    principal = g.get("bearer_principal")
+    if not isinstance(principal, Principal):
+        raise RuntimeError("current_principal() is only usable inside a @require_scopes view")
+    return principal
+
+
+def _current_verifier() -> _Verifier:
+    verifier = current_app.extensions.get(EXTENSION_KEY)
+    if not isinstance(verifier, _Verifier):
+        # Fail closed: a protected view without init_app must never run unprotected.
+        raise RuntimeError("bearer.init_app(app) was not called")
+    return verifier
+
+
+def _check_scopes(principal: Principal, needed: tuple[str, ...]) -> None:
+    if not principal.scopes.issuperset(needed):
+        raise _Rejection(
+            403,
+            "insufficient_scope",
+            "The access token lacks a required scope",
+            scope=" ".join(needed),
+        )
+
+
+# --------------------------------------------------------------------------- verification
+
+
+class _Verifier:
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        algorithms: tuple[str, ...],
+        leeway: int,
+        token_type: str | None,
+        realm: str,
+        max_token_bytes: int,
+        keys: _StaticKey | _JwksKeys,
+        cache: _VerifiedCache,
+    ) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.algorithms = algorithms
+        self.leeway = leeway
+        self.token_type = token_type
+        self.realm = realm
+        self.max_token_bytes = max_token_bytes
+        self.keys = keys
+        self.cache = cache
+
+    def authenticate(self) -> Principal:
+        token = _token_from_request(self.max_token_bytes)
+        if token is None:
+            raise _Rejection(401, None, "A bearer access token is required")
+        return self.verify(token)
+
+    def verify(self, token: str) -> Principal:
+        self.keys.refresh_if_stale()
+        digest = hashlib.sha256(token.encode("ascii")).digest()
+        cached = self.cache.get(digest, self.keys.generation)
+        if cached is not None:
+            return cached
+        header = self._checked_header(token)
+        key = self.keys.key_for(header["alg"], header.get("kid"))
+        claims = self._decoded_claims(token, key, header["alg"])
+        principal = _principal_from(claims)
+        # PyJWT accepts while exp > now - leeway; the cache must not stretch that.
+        self.cache.put(digest, principal, float(claims["exp"]) + self.leeway, self.keys.generation)
+        return principal
+
+    def _checked_header(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except (jwt.PyJWTError, *_PARSE_ERRORS):
+            raise _invalid_token("The access token is malformed") from None
+        alg = header.get("alg")
+        # RFC 8725 section 3.1: the allowlist comes from configuration, never from the token.
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise _invalid_token("The token signing algorithm is not allowed")
+        if self.token_type is not None and not _same_media_type(header.get("typ"), self.token_type):
+            raise _invalid_token("The token type is not accepted")
+        return header
+
+    def _decoded_claims(self, token: str, key: Any, alg: str) -> dict[str, Any]:
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": list(REQUIRED_CLAIMS), "enforce_minimum_key_length": True},
+            )
+        except jwt.PyJWTError as exc:
+            raise _invalid_token(_describe(exc)) from None
+        except _PARSE_ERRORS:
+            raise _invalid_token("The access token is malformed") from None
+        _check_claim_types(claims)
+        return claims
+
+    def reject(self, rejection: _Rejection) -> Response:
+        logger.info(
+            "bearer token refused: status=%s error=%s reason=%s",
+            rejection.status,
+            rejection.error or "none",
+            rejection.description,
+        )
+        challenge = _challenge(self.realm, rejection.error, rejection.description, rejection.scope)
+        extra = {"error": rejection.error} if rejection.error else {}
+        return _problem(
+            rejection.status, rejection.description, {"WWW-Authenticate": challenge}, extra
+        )
+
+    def keys_unavailable(self) -> Response:
+        logger.warning("bearer token not judged: no signing keys available (JWKS unreachable)")
+        retry = str(max(1, round(self.keys.cooldown)))
+        return _problem(
+            503,
+            "Token signing keys are temporarily unavailable",
+            {"Retry-After": retry},
+            {},
+        )
+
+
+# Most specific first: ExpiredSignatureError is an InvalidTokenError, and so on.
+_DESCRIPTIONS: Final[tuple[tuple[type[jwt.PyJWTError], str], ...]] = (
+    (jwt.ExpiredSignatureError, "The access token expired"),
+    (jwt.ImmatureSignatureError, "The access token is not valid yet"),
+    (jwt.InvalidIssuerError, "The access token has the wrong issuer"),
+    (jwt.InvalidAudienceError, "The access token is not meant for this API"),
+    (InvalidSubjectError, "The sub claim must be a string"),
+    (jwt.InvalidSignatureError, "The access token signature is invalid"),
+    (jwt.InvalidAlgorithmError, "The token signing algorithm does not fit the key"),
+    (jwt.InvalidKeyError, "The token signing algorithm does not fit the key"),
+    (jwt.DecodeError, "The access token is malformed"),
+)
+
+
+def _describe(exc: jwt.PyJWTError) -> str:
+    """Fixed, short text per failure class (RFC 6750 error_description); never exception text."""
+    if isinstance(exc, jwt.MissingRequiredClaimError) and exc.claim in REQUIRED_CLAIMS:
+        return f"The access token lacks the {exc.claim} claim"
+    for exception_class, description in _DESCRIPTIONS:
+        if isinstance(exc, exception_class):
+            return description
+    return "The access token is invalid"
+
+
+def _check_claim_types(claims: Mapping[str, Any]) -> None:
+    # PyJWT passes int("123") and True as dates; RFC 7519 wants a JSON number.
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise _invalid_token(f"The {name} claim must be a number")
+    if not claims["sub"]:
+        raise _invalid_token("The sub claim must not be empty")
+
+
+def _principal_from(claims: dict[str, Any]) -> Principal:
+    client_id = claims.get("client_id", claims.get("azp"))
+    return Principal(
+        sub=claims["sub"],
+        scopes=_scopes_from(claims),
+        client_id=client_id if isinstance(client_id, str) else None,
+        claims=MappingProxyType(claims),
+    )
+
+
+def _scopes_from(claims: Mapping[str, Any]) -> frozenset[str]:
+    """RFC 9068 "scope" (space separated string), else "scp" (list, or string as Entra ID)."""
+    if "scope" in claims:
+        raw, list_allowed = claims["scope"], False
+    else:
+        raw, list_allowed = claims.get("scp", ""), True
+    if isinstance(raw, str):
+        return frozenset(raw.split())
+    if list_allowed and isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        return frozenset(raw)
+    raise _invalid_token("The scope claim is malformed")
+
+
+def _same_media_type(value: object, expected: str) -> bool:
+    """RFC 7515 section 4.1.9: compare case-insensitively, "application/" may be omitted."""
+    if not isinstance(value, str):
+        return False
+
+    def bare(media_type: str) -> str:
+        lowered = media_type.lower()
+        return lowered.removeprefix("application/")
+
+    return bare(value) == bare(expected)
+
+
+# --------------------------------------------------------------------------- request parsing
+
+
+def _token_from_request(max_token_bytes: int) -> str | None:
+    """The bearer token of the Authorization header, None when no bearer credentials came."""
+    # RFC 6750 sections 2.2 and 2.3: tokens in URLs end up in logs and caches; refuse them
+    # even when a header is also present (clients MUST NOT use more than one method).
+    if request.query_string and "access_token" in request.args:
+        raise _invalid_request("Access tokens are not accepted in the query string")
+    if request.mimetype in _FORM_MIMETYPES and "access_token" in request.form:
+        raise _invalid_request("Access tokens are not accepted in the request body")
+    values = request.headers.getlist("Authorization")
+    if not values:
+        return None
+    if len(values) != 1:
+        raise _invalid_request("Send exactly one Authorization header")
+    return _bearer_token(values[0], max_token_bytes)
+
+
+def _bearer_token(value: str, max_token_bytes: int) -> str | None:
+    # Field values carry no leading/trailing whitespace (RFC 9110 section 5.5).
+    scheme, _, credentials = value.strip(" \t").partition(" ")
+    if scheme.lower() != "bearer":
+        if _HTTP_TOKEN.fullmatch(scheme):
+            return None  # another scheme (Basic, DPoP...): RFC 6750 3.1, no error code
+        raise _invalid_request("The Authorization header is malformed")
+    token = credentials.lstrip(" ")  # RFC 6750 2.1: "Bearer" 1*SP b64token
+    if not token:
+        raise _invalid_request("The Authorization header has no token")
+    if len(token) > max_token_bytes:
+        raise _invalid_token("The access token is too large")
+    if not _B64TOKEN.fullmatch(token):
+        # Also catches several Authorization headers folded into one by the server.
+        raise _invalid_request("The Authorization header is malformed")
+    return token
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def _challenge(realm: str, error: str | None, description: str, scope: str | None) -> str:
+    params = [f'realm="{realm}"']
+    if error is not None:
+        params.append(f'error="{error}"')
+        params.append(f'error_description="{description}"')
+    if scope is not None:
+        params.append(f'scope="{scope}"')
+    return "Bearer " + ", ".join(params)
+
+
+def _problem(
+    status: int, detail: str, headers: Mapping[str, str], extra: Mapping[str, str]
+) -> Response:
+    """RFC 9457 problem+json, built here rather than shared so that this file stands alone."""
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    response.headers.update(headers)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --------------------------------------------------------------------------- keys
+
+
+class _StaticKey:
+    """One PEM public key, parsed once per algorithm (re-parsing costs ~50 us a request)."""
+
+    cooldown = 0.0
+    generation = 0
+
+    def __init__(self, pem: bytes, algorithms: tuple[str, ...]) -> None:
+        self._by_alg: dict[str, Any] = {}
+        for alg in algorithms:
+            try:
+                self._by_alg[alg] = jwt.get_algorithm_by_name(alg).prepare_key(pem)
+            except (jwt.PyJWTError, ValueError, TypeError, NotImplementedError):
+                continue
+        if not self._by_alg:
+            raise BearerConfigError(
+                "JWT_PUBLIC_KEY_FILE: the key fits none of JWT_ALGORITHMS "
+                f"({', '.join(algorithms)})"
+            )
+
+    def key_for(self, alg: str, kid: object) -> Any:
+        key = self._by_alg.get(alg)
+        if key is None:
+            raise _invalid_token("The token signing algorithm does not fit the key")
+        return key
+
+    def refresh_if_stale(self) -> None:
+        return None
+
+    def usable(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class _Jwk:
+    key: Any
+    alg: str | None  # the provider's binding of this key to one algorithm, when it gives one
+
+
+class _JwksError(Exception):
+    pass
+
+
+class _JwksKeys:
+    """Process-wide cache of one JWKS URL.
+
+    Fetched once at start-up; refreshed when older than max_age; an unknown kid refetches at
+    most once per cooldown (so random kids cannot make us hammer the provider); a failed
+    fetch keeps the keys we have, so a provider outage never breaks tokens already trusted.
+    """
+
+    def __init__(self, url: str, *, max_age: float, cooldown: float, timeout: float) -> None:
+        self.url = url
+        self.max_age = max_age
+        self.cooldown = cooldown
+        self.timeout = timeout
+        self.generation = 0
+        self.fetch_count = 0
+        self._keys: dict[str, _Jwk] = {}
+        self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
+        self._lock = threading.Lock()
+
+    def key_for(self, alg: str, kid: object) -> Any:
+        if not isinstance(kid, str) or not kid:
+            if not self._keys:
+                raise _KeysUnavailable
+            raise _invalid_token("The access token has no key id")
+        entry = self._keys.get(kid)
+        if entry is None and self._cooldown_over():
+            self.refresh(wait=True)
+            entry = self._keys.get(kid)
+        if entry is None:
+            if not self._keys:
+                raise _KeysUnavailable
+            raise _invalid_token("The access token was signed by an unknown key")
+        # RFC 8725 section 3.1: a key published for one algorithm is used with that one only.
+        if entry.alg is not None and entry.alg != alg:
+            raise _invalid_token("The token signing algorithm does not fit the key")
+        return entry.key
+
+    def refresh_if_stale(self) -> None:
+        fetched_at = self._fetched_at
+        stale = fetched_at is None or time.monotonic() - fetched_at >= self.max_age
+        if stale and self._cooldown_over():
+            # Requests never queue behind a routine refresh: whoever holds the lock fetches.
+            self.refresh(wait=False)
+
+    def usable(self) -> bool:
+        if not self._keys and self._cooldown_over():
+            self.refresh(wait=True)
+        return bool(self._keys)
+
+    def refresh(self, *, wait: bool) -> None:
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
+            if not self._cooldown_over():
+                return  # another thread fetched while we waited
+            self._attempted_at = time.monotonic()
+            self.fetch_count += 1
+            try:
+                keys = _parse_jwks(_download_jwks(self.url, self.timeout))
+            except _JwksError as exc:
+                logger.warning("JWKS fetch from %s failed (%s); keeping cached keys", self.url, exc)
+                return
+            if keys != self._keys:
+                self.generation += 1
+            self._keys = keys
+            self._fetched_at = self._attempted_at
+        finally:
+            self._lock.release()
+
+    def _cooldown_over(self) -> bool:
+        attempted_at = self._attempted_at
+        return attempted_at is None or time.monotonic() - attempted_at >= self.cooldown
+
+
+_JWKS_CLIENTS: dict[tuple[str, float, float, float], _JwksKeys] = {}
+_JWKS_CLIENTS_LOCK = threading.Lock()
+
+
+def _shared_jwks(url: str, *, max_age: float, cooldown: float, timeout: float) -> _JwksKeys:
+    """One cache per URL and process, so several apps or blueprints never fetch twice."""
+    with _JWKS_CLIENTS_LOCK:
+        signature = (url, max_age, cooldown, timeout)
+        client = _JWKS_CLIENTS.get(signature)
+        if client is None:
+            client = _JwksKeys(url, max_age=max_age, cooldown=cooldown, timeout=timeout)
+            _JWKS_CLIENTS[signature] = client
+    if client.generation == 0:
+        client.refresh(wait=True)
+    return client
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # A redirect could downgrade https to http or leave the configured host.
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _download_jwks(url: str, timeout: float) -> Any:
+    opener = urllib.request.build_opener(_NoRedirect())
+    fetch = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
+    try:
+        # The scheme was checked by init_app (https, or http to loopback outside production).
+        with opener.open(fetch, timeout=timeout) as response:
+            if response.status != 200:
+                raise _JwksError(f"HTTP {response.status}")
+            body = response.read(_MAX_JWKS_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise _JwksError(f"HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise _JwksError(type(exc).__name__) from None
+    if len(body) > _MAX_JWKS_BYTES:
+        raise _JwksError("document too large")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise _JwksError("not JSON") from None
+
+
+def _parse_jwks(document: Any) -> dict[str, _Jwk]:
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise _JwksError("not a JWK Set")
+    keys: dict[str, _Jwk] = {}
+    for item in document["keys"]:
+        entry = _usable_jwk(item)
+        if entry is not None and item["kid"] not in keys:
+            keys[item["kid"]] = entry
+    if not keys:
+        raise _JwksError("no usable signing key")
+    return keys
+
+
+def _usable_jwk(item: Any) -> _Jwk | None:
+    """A public signing key with a kid, or None for anything else (enc keys, secrets, junk)."""
+    if not isinstance(item, dict) or not isinstance(item.get("kid"), str) or not item["kid"]:
+        return None
+    if item.get("kty") not in ("RSA", "EC", "OKP") or "d" in item:
+        return None
+    if item.get("use", "sig") != "sig":
+        return None
+    alg = item.get("alg")
+    if alg is not None and alg not in ASYMMETRIC_ALGORITHMS:
+        return None
+    try:
+        key = jwt.PyJWK(item).key
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        return None
+    return _Jwk(key=key, alg=alg)
+
+
+# --------------------------------------------------------------------------- verified tokens
+
+
+class _VerifiedCache:
+    """Bounded LRU of verified tokens, keyed by SHA-256 of the token.
+
+    An entry lives no longer than the token's exp (+ leeway, as PyJWT) and dies with any
+    change of the key set, so it skips the RSA verification without skipping a check.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[bytes, tuple[Principal, float, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: bytes, generation: int) -> Principal | None:
+        if self.size == 0:
+            return None
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            principal, expires_at, entry_generation = entry
+            if entry_generation != generation or time.time() >= expires_at:
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return principal
+
+    def put(self, digest: bytes, principal: Principal, expires_at: float, generation: int) -> None:
+        if self.size == 0:
+            return
+        with self._lock:
+            self._entries[digest] = (principal, expires_at, generation)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _algorithms_setting(value: object) -> tuple[str, ...]:
+    names = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not names:
+        raise BearerConfigError("JWT_ALGORITHMS: give at least one algorithm, e.g. RS256")
+    for name in names:
+        if not isinstance(name, str) or name not in ASYMMETRIC_ALGORITHMS:
+            raise BearerConfigError(
+                f"JWT_ALGORITHMS: {name!r} is not allowed; use asymmetric algorithms only "
+                f"({', '.join(sorted(ASYMMETRIC_ALGORITHMS))}); HS* and none are refused"
+            )
+    return tuple(dict.fromkeys(names))
+
+
+def _key_source(config: Mapping[str, Any], algorithms: tuple[str, ...]) -> _StaticKey | _JwksKeys:
+    jwks_url = config.get("JWT_JWKS_URL") or None
+    key_file = config.get("JWT_PUBLIC_KEY_FILE") or None
+    if (jwks_url is None) == (key_file is None):
+        raise BearerConfigError("set exactly one of JWT_JWKS_URL and JWT_PUBLIC_KEY_FILE")
+    if key_file is not None:
+        return _StaticKey(_public_pem(str(key_file)), algorithms)
+    production = config.get("APP_ENV", "production") == "production"
+    return _shared_jwks(
+        _jwks_url_setting(str(jwks_url), production=production),
+        max_age=_int_setting(config, "JWT_JWKS_CACHE_SECONDS", 300, low=1, high=86400),
+        cooldown=_int_setting(config, "JWT_JWKS_COOLDOWN_SECONDS", 30, low=0, high=3600),
+        timeout=_int_setting(config, "JWT_JWKS_TIMEOUT_SECONDS", 5, low=1, high=60),
+    )
+
+
+def _public_pem(path: str) -> bytes:
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise BearerConfigError(
+            f"JWT_PUBLIC_KEY_FILE: cannot read {path} ({exc.strerror})"
+        ) from None
+    if b"PRIVATE KEY" in pem:
+        raise BearerConfigError("JWT_PUBLIC_KEY_FILE holds a private key; give the public key only")
+    return pem
+
+
+def _jwks_url_setting(url: str, *, production: bool) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        if production:
+            raise BearerConfigError("JWT_JWKS_URL must use https in production")
+        return url
+    raise BearerConfigError(
+        "JWT_JWKS_URL must be an https URL (http only for a loopback host outside production)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _required_text(config: Mapping[str, Any], name: str) -> str:
+    value = config.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise BearerConfigError(f"{name} is required")
+    return value
+
+
+def _int_setting(config: Mapping[str, Any], name: str, default: int, *, low: int, high: int) -> int:
+    value = config.get(name, default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise BearerConfigError(f"{name} must be a whole number") from None
+    if isinstance(value, bool) or not low <= number <= high:
+        raise BearerConfigError(f"{name} must be between {low} and {high}")
+    return number
+
+
+def _token_type_setting(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _HTTP_TOKEN.fullmatch(value.replace("/", "")):
+        raise BearerConfigError("JWT_TOKEN_TYPE must be a media type such as at+jwt")
+    return value
+
+
+def _realm_setting(value: object) -> str:
+    if not isinstance(value, str) or not _REALM.fullmatch(value):
+        raise BearerConfigError("JWT_REALM must be printable ASCII without quotes or backslashes")
+    return value

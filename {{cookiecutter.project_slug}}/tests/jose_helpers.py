@@ -1,0 +1,140 @@
+"""Test helpers for bearer tokens: tokens minted by joserfc (an independent JOSE library) or
+PyJWT, hand-built hostile tokens, and a real JWKS server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import ECKey, RSAKey
+
+ISSUER = "https://issuer.test/"
+AUDIENCE = "https://api.test"
+MISSING = object()  # as a claim value: leave the claim out
+
+JoseKey = RSAKey | ECKey
+
+
+def make_claims(**changes: Any) -> dict[str, Any]:
+    """Valid access-token claims for ISSUER/AUDIENCE; MISSING removes a claim."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "alice",
+        "iat": now,
+        "exp": now + 300,
+        "scope": "items:read",
+        "client_id": "test-client",
+        "jti": "t-1",
+    }
+    claims.update(changes)
+    return {name: value for name, value in claims.items() if value is not MISSING}
+
+
+def mint(
+    key: JoseKey,
+    claims: dict[str, Any],
+    *,
+    library: str = "joserfc",
+    alg: str = "RS256",
+    kid: str | None = None,
+    **header: Any,
+) -> str:
+    """Sign claims with key, by joserfc or PyJWT; kid defaults to the key's RFC 7638 thumbprint."""
+    protected = {"alg": alg, "kid": kid or key.thumbprint(), **header}
+    if library == "joserfc":
+        return jose_jwt.encode(protected, claims, key, algorithms=[alg])
+    if library == "pyjwt":
+        private_pem = key.as_pem(private=True)
+        extra = {name: value for name, value in protected.items() if name != "alg"}
+        return jwt.encode(claims, private_pem, algorithm=alg, headers=extra)
+    raise ValueError(library)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def segment(value: dict[str, Any]) -> str:
+    return b64url(json.dumps(value, separators=(",", ":")).encode())
+
+
+def unsigned_token(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """An alg "none" style token: no signature at all."""
+    return f"{segment(header)}.{segment(claims)}."
+
+
+def hs256_token(secret: bytes, header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """HMAC-signed by hand (PyJWT refuses a PEM as an HMAC secret, an attacker does not)."""
+    signing_input = f"{segment(header)}.{segment(claims)}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def public_jwk(key: JoseKey, **members: Any) -> dict[str, Any]:
+    jwk = key.as_dict(private=False)
+    jwk["kid"] = key.thumbprint()
+    jwk.update(members)
+    return jwk
+
+
+class JwksServer:
+    """A JWKS endpoint on 127.0.0.1 in a thread; tests change document/status and read hits."""
+
+    def __init__(self) -> None:
+        self.document: Any = {"keys": []}
+        self.status = 200
+        self.redirect_to: str | None = None
+        self.hits = 0
+        # A unique path: bearer.py caches per URL and process, and ports get reused.
+        self.path = f"/jwks-{uuid.uuid4().hex}.json"
+        self.lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_port}{self.path}"
+
+    def publish(self, *keys: JoseKey, **members: Any) -> None:
+        self.document = {"keys": [public_jwk(key, **members) for key in keys]}
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with server.lock:
+                    server.hits += 1
+                if server.redirect_to is not None:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirect_to)
+                    self.end_headers()
+                    return
+                body = json.dumps(server.document).encode()
+                self.send_response(server.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        return Handler

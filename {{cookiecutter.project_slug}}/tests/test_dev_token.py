@@ -1,0 +1,152 @@
+"""`flask --app <package> dev-token`: tokens from the local dev key, never in production."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import RSAKey
+
+import {{ cookiecutter.package_name }} as package
+
+SRC = Path(package.__file__).resolve().parents[1]
+
+
+def run_dev_token(app: Flask, *arguments: str) -> Any:
+    return app.test_cli_runner().invoke(args=["dev-token", *arguments])
+
+
+def test_prints_a_token_independent_tools_verify(app: Flask, signing_keys: Any) -> None:
+    result = run_dev_token(app, "--sub", "alice", "--scope", "items:read  items:write")
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    public_key = RSAKey.import_key(signing_keys.public_pem)
+    decoded = jose_jwt.decode(token, public_key, algorithms=["RS256"])
+    assert decoded.header["alg"] == "RS256"
+    assert decoded.header["typ"] == "at+jwt"
+    assert decoded.header["kid"] == public_key.thumbprint()  # RFC 7638
+    claims = decoded.claims
+    assert claims["iss"] == app.config["JWT_ISSUER"]
+    assert claims["aud"] == app.config["JWT_AUDIENCE"]
+    assert claims["sub"] == "alice"
+    assert claims["scope"] == "items:read items:write"
+    assert claims["client_id"] == "dev-cli"
+    assert claims["exp"] - claims["iat"] == 900
+    assert claims["jti"]
+
+
+def test_ttl_option(app: Flask, signing_keys: Any) -> None:
+    result = run_dev_token(app, "--sub", "bob", "--ttl", "60")
+    assert result.exit_code == 0, result.output
+    claims = jose_jwt.decode(
+        result.output.strip(), RSAKey.import_key(signing_keys.public_pem), algorithms=["RS256"]
+    ).claims
+    assert claims["exp"] - claims["iat"] == 60
+    assert claims["scope"] == ""
+
+
+def test_two_tokens_have_distinct_ids(app: Flask) -> None:
+    first = run_dev_token(app, "--sub", "a").output.strip()
+    second = run_dev_token(app, "--sub", "a").output.strip()
+    assert first != second
+
+
+def test_token_opens_the_api(app: Flask, client: FlaskClient) -> None:
+    token = run_dev_token(app, "--sub", "alice", "--scope", "items:read items:write").output
+    headers = {"Authorization": f"Bearer {token.strip()}"}
+    created = client.post("/api/v1/items", json={"name": "from dev-token"}, headers=headers)
+    assert created.status_code == 201
+    assert client.get("/api/v1/items", headers=headers).get_json()["items"][0]["name"] == (
+        "from dev-token"
+    )
+
+
+def test_token_passes_when_at_jwt_type_is_required(
+    make_app: Any,
+) -> None:
+    app = make_app(JWT_TOKEN_TYPE="at+jwt")
+    token = run_dev_token(app, "--sub", "alice", "--scope", "items:read").output.strip()
+    response = app.test_client().get(
+        "/api/v1/items", headers={"Authorization": f"Bearer {token}"}, base_url="https://localhost"
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5", "86401", "soon"])
+def test_bad_ttl_is_refused(app: Flask, ttl: str) -> None:
+    result = run_dev_token(app, "--sub", "a", "--ttl", ttl)
+    assert result.exit_code != 0
+
+
+def test_sub_is_required(app: Flask) -> None:
+    assert run_dev_token(app).exit_code != 0
+
+
+def test_missing_private_key_gives_clear_message(make_app: Any, tmp_path: Path) -> None:
+    app = make_app(JWT_DEV_PRIVATE_KEY_FILE=str(tmp_path / "absent.pem"))
+    result = run_dev_token(app, "--sub", "a")
+    assert result.exit_code == 1
+    assert "cannot read the dev private key" in result.output
+
+
+def test_public_key_as_private_key_is_refused(make_app: Any, signing_keys: Any) -> None:
+    app = make_app(JWT_DEV_PRIVATE_KEY_FILE=str(signing_keys.public_file))
+    result = run_dev_token(app, "--sub", "a")
+    assert result.exit_code == 1
+    assert "private key" in result.output
+
+
+def test_refused_in_production(make_app: Any, tmp_path: Path) -> None:
+    app = make_app(APP_ENV="production", REPLAY_STORE_URL=f"sqlite:///{tmp_path}/replay.db")
+    result = run_dev_token(app, "--sub", "alice")
+    assert result.exit_code == 1
+    assert "refused when APP_ENV=production" in result.output
+    assert "eyJ" not in result.output
+
+
+def test_refused_in_production_through_the_flask_cli(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        **base_env,
+        "APP_ENV": "production",
+        "REPLAY_STORE_URL": f"sqlite:///{tmp_path}/replay.db",
+        "PYTHONPATH": str(SRC),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", package.__name__, "dev-token", "--sub", "alice"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "refused when APP_ENV=production" in lines[0]
+
+
+def test_works_through_the_flask_cli(base_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**os.environ, **base_env, "PYTHONPATH": str(SRC)}
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", package.__name__, "dev-token", "--sub", "cli"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(".") == 2
