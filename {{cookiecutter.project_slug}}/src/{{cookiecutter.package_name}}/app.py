@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, bearer, commands, health, logs
+from . import api, bearer, commands, events, health, logs, webhooks
 from .problems import register_error_handlers
 from .settings import Settings, load_settings
 
@@ -28,11 +28,13 @@ def register_extensions(app: Flask) -> None:
     # First: request ids and redacted JSON logs cover everything the others log.
     logs.init_app(app)
     bearer.init_app(app)
+    webhooks.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(events.blueprint)
 
 
 def register_errorhandlers(app: Flask) -> None:

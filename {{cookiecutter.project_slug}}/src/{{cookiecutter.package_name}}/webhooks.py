@@ -1,0 +1,808 @@
+"""Signed webhook receivers with replay protection that holds across worker processes.
+
+Three signature formats are verified over the raw request body, before anything parses it:
+
+- Standard Webhooks (https://www.standardwebhooks.com/): ``webhook-id``, ``webhook-timestamp``,
+  ``webhook-signature`` (space separated ``v1,<base64>``); HMAC-SHA256 over ``id.timestamp.body``
+  keyed with the base64 secret after its ``whsec_`` prefix.
+- GitHub: ``X-Hub-Signature-256: sha256=<hex>`` over the body; deduplicated on
+  ``X-GitHub-Delivery`` and on a digest of the body (the delivery header is not signed).
+- Stripe: ``Stripe-Signature: t=<unix>,v1=<hex>``; HMAC-SHA256 over ``t.body`` keyed with the
+  whole secret string; deduplicated on the event ``id`` (read from the body after verification).
+
+The module stands alone: it imports Flask, the standard library and, only when a ``redis://``
+replay store is configured, the ``redis`` client. Copy this file into any Flask app::
+
+    from . import webhooks
+
+    webhooks.init_app(app)
+    github_events = webhooks.Receiver(webhooks.GITHUB)
+
+    @github_events.on("push")
+    def on_push(event: webhooks.WebhookEvent) -> None: ...
+
+    @app.post("/webhooks/github")
+    def receive_github():
+        return github_events.receive()
+
+Configuration read by ``init_app`` (``app.config``):
+
+``WEBHOOK_SECRET``            Standard Webhooks secrets ``whsec_...``; a str (space separated) or
+                              a sequence. Every secret is tried, which is how you rotate.
+``GITHUB_WEBHOOK_SECRET``     GitHub secret, used verbatim (it may contain spaces); a sequence of
+                              str for rotation. Unset: the GitHub receiver answers 404.
+``STRIPE_WEBHOOK_SECRET``     Stripe endpoint secret(s) ``whsec_...``; str (space separated) or a
+                              sequence. Unset: the Stripe receiver answers 404.
+``WEBHOOK_TOLERANCE_SECONDS`` accepted clock skew, past and future (default 300).
+``WEBHOOK_REPLAY_TTL_SECONDS`` how long an accepted id is remembered (default 7 days).
+``WEBHOOK_LEASE_SECONDS``     how long a delivery may be in processing before a retry may take it
+                              over (default 60; covers a worker that died mid-handler).
+``REPLAY_STORE_URL``          ``sqlite:///abs/path``, ``redis://host:port/db`` (or ``rediss://``),
+                              ``memory://`` (tests, single process only). Default: a SQLite file
+                              in ``app.instance_path``.
+``MAX_CONTENT_LENGTH``        bodies above min(this, 1 MiB) are refused with 413.
+
+Processing order and why (the replay decision):
+
+1. verify signature and timestamp on the raw bytes (401/400), then parse JSON (400);
+2. *claim* every replay key as "processing" with a short lease (atomic: SQLite upsert, Redis
+   ``SET NX EX``). Already "done": 200 ``{"status": "duplicate"}``; still "processing" in another
+   worker: 409 with ``Retry-After`` (the delivery is not yet accepted, so the sender must retry
+   instead of believing it was); store unreachable: 503 (fail closed, never accept);
+3. run the handlers. If one raises, the claim is *released* and the answer is 500, so the sender's
+   retry is processed; a replay can never be processed twice because the claim is taken before
+   the handler starts;
+4. mark the keys "done" for ``WEBHOOK_REPLAY_TTL_SECONDS``, answer 200 ``{"status": "accepted"}``.
+
+A worker killed inside a handler leaves a "processing" claim that expires after the lease; the
+sender's next retry then processes the event (at-least-once for crashes, exactly-once otherwise).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, Protocol, TypeVar
+
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.http import HTTP_STATUS_CODES
+
+__all__ = [
+    "GITHUB",
+    "STANDARD_WEBHOOKS",
+    "STRIPE",
+    "ClaimResult",
+    "HeaderLookup",
+    "MemoryReplayStore",
+    "Receiver",
+    "RedisReplayStore",
+    "ReplayStore",
+    "SqliteReplayStore",
+    "StoreUnavailable",
+    "VerifiedDelivery",
+    "WebhookEvent",
+    "WebhookRejected",
+    "WebhookState",
+    "decode_standard_secret",
+    "init_app",
+    "open_replay_store",
+    "verify_github",
+    "verify_standard_webhook",
+    "verify_stripe",
+]
+
+log = logging.getLogger(__name__)
+
+STANDARD_WEBHOOKS: Final = "standard-webhooks"
+GITHUB: Final = "github"
+STRIPE: Final = "stripe"
+Source = Literal["standard-webhooks", "github", "stripe"]
+
+EXTENSION_KEY = "webhooks"
+READINESS_CHECK_NAME = "webhook_replay_store"
+MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_TOLERANCE_SECONDS = 300
+DEFAULT_REPLAY_TTL_SECONDS = 7 * 24 * 3600
+DEFAULT_LEASE_SECONDS = 60
+DEFAULT_SQLITE_FILENAME = "webhook-replay.sqlite3"
+
+# Ids end up in store keys and logs: visible ASCII only, bounded length.
+_DELIVERY_ID = re.compile(r"[\x21-\x7e]{1,256}")
+# Bounded so int() never sees a huge string; 15 digits reach far beyond any plausible clock.
+_UNIX_SECONDS = re.compile(r"[0-9]{1,15}")
+_WHSEC_PREFIX = "whsec_"
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification (pure functions: headers + raw body in, verified delivery out)
+# ---------------------------------------------------------------------------------------------
+
+
+class HeaderLookup(Protocol):
+    """Case-insensitive header access, as ``flask.request.headers`` provides."""
+
+    def get(self, key: str) -> str | None: ...
+
+
+class WebhookRejected(Exception):
+    """A refused delivery: ``status`` is the HTTP answer, ``detail`` a safe explanation."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class VerifiedDelivery:
+    """What a verifier vouches for: the body is authentic and (if timestamped) fresh."""
+
+    delivery_id: str | None
+    timestamp: int | None
+    event_type: str | None = None
+
+
+def verify_standard_webhook(
+    headers: HeaderLookup,
+    body: bytes,
+    secrets: Sequence[bytes],
+    *,
+    now: float,
+    tolerance: int,
+) -> VerifiedDelivery:
+    """Verify a Standard Webhooks delivery; ``secrets`` are the decoded key bytes."""
+    msg_id = _required_header(headers, "webhook-id")
+    raw_timestamp = _required_header(headers, "webhook-timestamp")
+    signature_header = _required_header(headers, "webhook-signature")
+    _check_delivery_id(msg_id, "webhook-id")
+    timestamp = _parse_unix_seconds(raw_timestamp, "webhook-timestamp")
+    _check_freshness(timestamp, now, tolerance)
+    signed = msg_id.encode("ascii") + b"." + raw_timestamp.encode("ascii") + b"." + body
+    candidates = [
+        signature
+        for version, signature in _standard_signature_entries(signature_header)
+        if version == "v1"
+    ]
+    _require_match(secrets, signed, candidates)
+    return VerifiedDelivery(delivery_id=msg_id, timestamp=timestamp)
+
+
+def verify_github(headers: HeaderLookup, body: bytes, secrets: Sequence[bytes]) -> VerifiedDelivery:
+    """Verify a GitHub delivery (``X-Hub-Signature-256``); GitHub deliveries carry no timestamp."""
+    signature_header = _required_header(headers, "X-Hub-Signature-256")
+    delivery_id = _required_header(headers, "X-GitHub-Delivery")
+    event_type = _required_header(headers, "X-GitHub-Event")
+    _check_delivery_id(delivery_id, "X-GitHub-Delivery")
+    _check_delivery_id(event_type, "X-GitHub-Event")
+    algorithm, _, hex_digest = signature_header.strip().partition("=")
+    candidates = [_hex_or_empty(hex_digest)] if algorithm == "sha256" else []
+    _require_match(secrets, body, candidates)
+    return VerifiedDelivery(delivery_id=delivery_id, timestamp=None, event_type=event_type)
+
+
+def verify_stripe(
+    headers: HeaderLookup,
+    body: bytes,
+    secrets: Sequence[bytes],
+    *,
+    now: float,
+    tolerance: int,
+) -> VerifiedDelivery:
+    """Verify a Stripe delivery; unlike Stripe's library, future timestamps are refused too."""
+    signature_header = _required_header(headers, "Stripe-Signature")
+    timestamps: list[str] = []
+    candidates: list[bytes] = []
+    for item in signature_header.split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "t":
+            timestamps.append(value)
+        elif key == "v1":
+            candidates.append(_hex_or_empty(value))
+    if len(timestamps) != 1:
+        raise WebhookRejected(400, "Stripe-Signature header needs exactly one t= element")
+    timestamp = _parse_unix_seconds(timestamps[0], "Stripe-Signature t=")
+    _check_freshness(timestamp, now, tolerance)
+    _require_match(secrets, timestamps[0].encode("ascii") + b"." + body, candidates)
+    return VerifiedDelivery(delivery_id=None, timestamp=timestamp)
+
+
+def _required_header(headers: HeaderLookup, name: str) -> str:
+    value = headers.get(name)
+    if value is None or not value.strip():
+        raise WebhookRejected(400, f"missing {name} header")
+    return value
+
+
+def _check_delivery_id(value: str, name: str) -> None:
+    if not _DELIVERY_ID.fullmatch(value):
+        raise WebhookRejected(400, f"invalid {name} header")
+
+
+def _parse_unix_seconds(value: str, name: str) -> int:
+    if not _UNIX_SECONDS.fullmatch(value):
+        raise WebhookRejected(400, f"invalid {name} timestamp")
+    return int(value)
+
+
+def _check_freshness(timestamp: int, now: float, tolerance: int) -> None:
+    # Both directions: a future timestamp would extend the replay window past the store's memory.
+    if abs(now - timestamp) > tolerance:
+        raise WebhookRejected(401, "timestamp outside the accepted window")
+
+
+def _standard_signature_entries(header: str) -> list[tuple[str, bytes]]:
+    entries = []
+    for entry in header.split():
+        version, _, encoded = entry.partition(",")
+        entries.append((version, _base64_or_empty(encoded)))
+    return entries
+
+
+def _base64_or_empty(value: str) -> bytes:
+    # A malformed candidate simply never matches: the answer is 401, never a 500.
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _hex_or_empty(value: str) -> bytes:
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return b""
+
+
+def _require_match(secrets: Sequence[bytes], signed: bytes, candidates: Sequence[bytes]) -> None:
+    expected = [hmac.new(secret, signed, hashlib.sha256).digest() for secret in secrets]
+    # Every secret against every candidate, each comparison constant time.
+    matched = False
+    for digest in expected:
+        for candidate in candidates:
+            matched |= hmac.compare_digest(digest, candidate)
+    if not matched:
+        raise WebhookRejected(401, "no valid signature")
+
+
+def decode_standard_secret(secret: str) -> bytes:
+    """Key bytes of a Standard Webhooks secret (``whsec_`` + base64, prefix optional)."""
+    encoded = secret.removeprefix(_WHSEC_PREFIX)
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("WEBHOOK_SECRET: a secret is not whsec_ followed by base64") from None
+    if len(key) < 16:
+        raise ValueError("WEBHOOK_SECRET: a secret is shorter than 16 bytes")
+    return key
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay stores
+# ---------------------------------------------------------------------------------------------
+
+ClaimResult = Literal["claimed", "processing", "done"]
+
+
+class StoreUnavailable(Exception):
+    """The replay store cannot answer; callers must refuse the delivery (fail closed)."""
+
+
+class ReplayStore(Protocol):
+    def claim(self, key: str, lease_seconds: int) -> ClaimResult:
+        """Atomically take ``key`` for processing unless it is already taken."""
+
+    def complete(self, key: str, ttl_seconds: int) -> None:
+        """Mark a claimed key as accepted and remember it for ``ttl_seconds``."""
+
+    def release(self, key: str) -> None:
+        """Forget a claim whose processing failed, so a retry is processed."""
+
+    def ping(self) -> bool:
+        """True when the store is usable (readiness check)."""
+
+
+class MemoryReplayStore:
+    """One process only: tests. A gunicorn with several workers would accept replays."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._entries: dict[str, tuple[ClaimResult, float]] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def claim(self, key: str, lease_seconds: int) -> ClaimResult:
+        now = self._clock()
+        with self._lock:
+            self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
+            current = self._entries.get(key)
+            if current is not None:
+                return current[0]
+            self._entries[key] = ("processing", now + lease_seconds)
+            return "claimed"
+
+    def complete(self, key: str, ttl_seconds: int) -> None:
+        with self._lock:
+            self._entries[key] = ("done", self._clock() + ttl_seconds)
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def ping(self) -> bool:
+        return True
+
+
+class SqliteReplayStore:
+    """A SQLite file shared by every worker process on one host.
+
+    One short-lived connection per call: nothing is shared between threads, and no connection
+    ever crosses a ``fork()`` (gunicorn's ``preload_app`` forks after ``init_app``), which SQLite
+    forbids. WAL lets readers run beside the single writer; the busy timeout queues writers.
+    """
+
+    _SCHEMA = (
+        (
+            "CREATE TABLE IF NOT EXISTS webhook_deliveries ("
+            " key TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID"
+        ),
+        "CREATE INDEX IF NOT EXISTS webhook_deliveries_expiry ON webhook_deliveries (expires_at)",
+    )
+    # An expired row is taken over in the same statement, so claiming stays one atomic write.
+    _CLAIM = (
+        "INSERT INTO webhook_deliveries (key, state, expires_at) VALUES (?, 'processing', ?)"
+        " ON CONFLICT (key) DO UPDATE SET state = 'processing', expires_at = excluded.expires_at"
+        " WHERE webhook_deliveries.expires_at <= ?"
+    )
+    _PURGE_INTERVAL_SECONDS = 60.0
+
+    def __init__(
+        self, path: str, busy_timeout: float = 5.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._clock = clock
+        self._last_purge = 0.0
+        self._create_schema()
+
+    def claim(self, key: str, lease_seconds: int) -> ClaimResult:
+        now = self._clock()
+        with self._transaction() as db:
+            if db.execute(self._CLAIM, (key, now + lease_seconds, now)).rowcount == 1:
+                self._purge_expired(db, now)
+                return "claimed"
+            row = db.execute(
+                "SELECT state FROM webhook_deliveries WHERE key = ?", (key,)
+            ).fetchone()
+        return "done" if row is not None and row[0] == "done" else "processing"
+
+    def complete(self, key: str, ttl_seconds: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE webhook_deliveries SET state = 'done', expires_at = ? WHERE key = ?",
+                (self._clock() + ttl_seconds, key),
+            )
+
+    def release(self, key: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "DELETE FROM webhook_deliveries WHERE key = ? AND state = 'processing'", (key,)
+            )
+
+    def ping(self) -> bool:
+        try:
+            with self._transaction() as db:
+                db.execute("SELECT 1 FROM webhook_deliveries LIMIT 1").fetchall()
+        except StoreUnavailable:
+            return False
+        return True
+
+    def _create_schema(self) -> None:
+        try:
+            db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+            try:
+                # WAL is a property of the file (set once, outside any transaction): every
+                # later connection of every worker uses it.
+                db.execute("PRAGMA journal_mode=WAL")
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable("sqlite replay store unavailable") from exc
+        with self._transaction() as db:
+            for statement in self._SCHEMA:
+                db.execute(statement)
+
+    def _purge_expired(self, db: sqlite3.Connection, now: float) -> None:
+        # Per process, at most once a minute: keeps the file small without a writer per request.
+        if now - self._last_purge >= self._PURGE_INTERVAL_SECONDS:
+            self._last_purge = now
+            db.execute("DELETE FROM webhook_deliveries WHERE expires_at <= ?", (now,))
+
+    def _transaction(self) -> _SqliteTransaction:
+        return _SqliteTransaction(self.path, self._busy_timeout)
+
+
+class _SqliteTransaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` on a fresh connection; every sqlite3 error -> 503."""
+
+    def __init__(self, path: str, busy_timeout: float) -> None:
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._db: sqlite3.Connection | None = None
+
+    def __enter__(self) -> sqlite3.Connection:
+        try:
+            self._db = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._close()
+            raise StoreUnavailable("sqlite replay store unavailable") from exc
+        return self._db
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if self._db is None:
+            return
+        try:
+            self._db.execute("ROLLBACK" if exc is not None else "COMMIT")
+        except sqlite3.Error as commit_error:
+            if exc is None:
+                raise StoreUnavailable("sqlite replay store unavailable") from commit_error
+        finally:
+            self._close()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreUnavailable("sqlite replay store unavailable") from exc
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+class RedisReplayStore:
+    """Redis ``SET NX EX``: one store for several hosts. redis-py's pool reconnects after fork."""
+
+    def __init__(self, url: str, key_prefix: str = "webhook-replay:") -> None:
+        # Imported here so that the module works without the redis package unless it is used.
+        import redis  # noqa: PLC0415
+        from redis.backoff import NoBackoff  # noqa: PLC0415
+        from redis.retry import Retry  # noqa: PLC0415
+
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
+        # Short timeouts and one immediate retry: an outage must turn into a quick 503, not a
+        # request hanging through exponential backoff.
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=30,
+        )
+        self._prefix = key_prefix
+
+    def claim(self, key: str, lease_seconds: int) -> ClaimResult:
+        name = self._prefix + key
+        try:
+            if self._client.set(name, b"processing", nx=True, ex=lease_seconds):
+                return "claimed"
+            state = self._client.get(name)
+        except self._errors as exc:
+            raise StoreUnavailable("redis replay store unavailable") from exc
+        return "done" if state == b"done" else "processing"
+
+    def complete(self, key: str, ttl_seconds: int) -> None:
+        try:
+            self._client.set(self._prefix + key, b"done", ex=ttl_seconds)
+        except self._errors as exc:
+            raise StoreUnavailable("redis replay store unavailable") from exc
+
+    def release(self, key: str) -> None:
+        try:
+            self._client.delete(self._prefix + key)
+        except self._errors as exc:
+            raise StoreUnavailable("redis replay store unavailable") from exc
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._client.ping())
+        except self._errors:
+            return False
+
+
+def open_replay_store(url: str | None, instance_path: str) -> ReplayStore:
+    """The store named by REPLAY_STORE_URL; unset means a SQLite file in the instance folder."""
+    if not url:
+        return _open_sqlite(os.path.join(instance_path, DEFAULT_SQLITE_FILENAME))
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://")
+        if not path:
+            raise ValueError("REPLAY_STORE_URL: sqlite:// needs a file path")
+        return _open_sqlite(os.path.join(instance_path, path))  # absolute paths stay as they are
+    if url.startswith(("redis://", "rediss://")):
+        try:
+            return RedisReplayStore(url)
+        except ImportError:
+            raise ValueError("REPLAY_STORE_URL: a Redis store needs the redis package") from None
+    if url == "memory://":
+        return MemoryReplayStore()
+    raise ValueError("REPLAY_STORE_URL: use sqlite:///path, redis://host:port/db or memory://")
+
+
+def _open_sqlite(path: str) -> SqliteReplayStore:
+    # Refusing to start beats starting and answering 503 to every delivery.
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return SqliteReplayStore(path)
+    except (OSError, StoreUnavailable):
+        raise ValueError(
+            f"REPLAY_STORE_URL: cannot create the SQLite replay store {path}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Flask integration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """A verified, not yet seen delivery handed to the handlers."""
+
+    source: str
+    delivery_id: str
+    event_type: str
+    payload: Any
+    timestamp: int | None
+    body: bytes = field(repr=False)
+
+
+Handler = Callable[[WebhookEvent], None]
+H = TypeVar("H", bound=Handler)
+
+
+@dataclass
+class WebhookState:
+    """Per-app settings, kept in ``app.extensions["webhooks"]``; tests may replace ``clock``."""
+
+    secrets: dict[str, tuple[bytes, ...]]
+    store: ReplayStore
+    tolerance: int = DEFAULT_TOLERANCE_SECONDS
+    replay_ttl: int = DEFAULT_REPLAY_TTL_SECONDS
+    lease: int = DEFAULT_LEASE_SECONDS
+    max_body: int = MAX_BODY_BYTES
+    clock: Callable[[], float] = time.time
+
+
+def init_app(
+    app: Flask, *, store: ReplayStore | None = None, clock: Callable[[], float] = time.time
+) -> WebhookState:
+    """Read the configuration, open the replay store and register its readiness check.
+
+    Raises ValueError (naming the setting, never its value) for an unusable configuration, so a
+    misconfigured service refuses to start instead of refusing every delivery.
+    """
+    tolerance = int(app.config.get("WEBHOOK_TOLERANCE_SECONDS", DEFAULT_TOLERANCE_SECONDS))
+    lease = int(app.config.get("WEBHOOK_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
+    replay_ttl = int(app.config.get("WEBHOOK_REPLAY_TTL_SECONDS", DEFAULT_REPLAY_TTL_SECONDS))
+    if tolerance <= 0 or lease <= 0:
+        raise ValueError("WEBHOOK_TOLERANCE_SECONDS and WEBHOOK_LEASE_SECONDS must be positive")
+    configured_max = app.config.get("MAX_CONTENT_LENGTH")
+    state = WebhookState(
+        secrets=_secrets_from_config(app.config),
+        store=store or open_replay_store(app.config.get("REPLAY_STORE_URL"), app.instance_path),
+        tolerance=tolerance,
+        # Ids must outlive every timestamp that could still pass the window, or a signed
+        # delivery could be replayed once its id was forgotten.
+        replay_ttl=max(replay_ttl, 2 * tolerance + lease),
+        lease=lease,
+        max_body=min(MAX_BODY_BYTES, configured_max or MAX_BODY_BYTES),
+        clock=clock,
+    )
+    app.extensions[EXTENSION_KEY] = state
+
+    def replay_store_ready() -> bool:
+        return state.store.ping()
+
+    app.extensions.setdefault("readiness_checks", {})[READINESS_CHECK_NAME] = replay_store_ready
+    return state
+
+
+def _secrets_from_config(config: Mapping[str, Any]) -> dict[str, tuple[bytes, ...]]:
+    standard = _secret_list(config.get("WEBHOOK_SECRET"), split=True)
+    stripe = _secret_list(config.get("STRIPE_WEBHOOK_SECRET"), split=True)
+    # GitHub secrets are free text and may contain spaces: a str is one secret.
+    github = _secret_list(config.get("GITHUB_WEBHOOK_SECRET"), split=False)
+    return {
+        STANDARD_WEBHOOKS: tuple(decode_standard_secret(s) for s in standard),
+        GITHUB: tuple(s.encode("utf-8") for s in github),
+        # Stripe keys the HMAC with the whole secret string, "whsec_" included.
+        STRIPE: tuple(s.encode("utf-8") for s in stripe),
+    }
+
+
+def _secret_list(value: str | Iterable[str] | None, *, split: bool) -> list[str]:
+    if not value:
+        return []
+    if isinstance(value, str):
+        return value.split() if split else [value]
+    return [secret for secret in value if secret]
+
+
+class Receiver:
+    """One webhook endpoint of one format, with handlers registered per event type.
+
+    ``@receiver.on("invoice.paid")`` registers a handler; ``@receiver.on()`` (or ``"*"``)
+    receives every event type. ``receiver.receive()`` is the whole view body.
+    """
+
+    def __init__(self, source: Source) -> None:
+        if source not in (STANDARD_WEBHOOKS, GITHUB, STRIPE):
+            raise ValueError(f"unknown webhook source {source!r}")
+        self.source: Source = source
+        self._handlers: dict[str, list[Handler]] = {}
+
+    def on(self, *event_types: str) -> Callable[[H], H]:
+        def register(handler: H) -> H:
+            for event_type in event_types or ("*",):
+                self._handlers.setdefault(event_type, []).append(handler)
+            return handler
+
+        return register
+
+    def receive(self) -> Response:
+        state: WebhookState | None = current_app.extensions.get(EXTENSION_KEY)
+        if state is None:
+            raise RuntimeError("call webhooks.init_app(app) before receiving webhooks")
+        try:
+            return self._receive(state)
+        except WebhookRejected as rejected:
+            return _problem(rejected.status, rejected.detail)
+        except StoreUnavailable:
+            log.error("webhook replay store unavailable; %s delivery refused", self.source)
+            return _problem(503, "replay store unavailable, retry later")
+
+    def _receive(self, state: WebhookState) -> Response:
+        secrets = state.secrets[self.source]
+        if not secrets:
+            # Indistinguishable from a route that does not exist: nothing to probe.
+            return _problem(404, "The requested URL was not found on the server.")
+        body = _read_body(state.max_body)
+        verified = self._verify(state, body, secrets)
+        event = self._event(verified, body)
+        keys = self._replay_keys(event)
+        claim = _claim_all(state.store, keys, state.lease)
+        if claim == "done":
+            return _status_response("duplicate")
+        if claim == "processing":
+            response = _problem(409, "this delivery is being processed, retry later")
+            response.headers["Retry-After"] = str(min(state.lease, 30))
+            return response
+        try:
+            self._dispatch(event)
+        except Exception:
+            log.exception("webhook handler failed for %s %s", self.source, event.delivery_id)
+            _release_quietly(state.store, keys)
+            return _problem(500, "the event could not be processed, retry later")
+        _complete_quietly(state.store, keys, state.replay_ttl)
+        log.info("webhook accepted: %s %s %s", self.source, event.event_type, event.delivery_id)
+        return _status_response("accepted")
+
+    def _verify(
+        self, state: WebhookState, body: bytes, secrets: Sequence[bytes]
+    ) -> VerifiedDelivery:
+        now = state.clock()
+        if self.source == STANDARD_WEBHOOKS:
+            return verify_standard_webhook(
+                request.headers, body, secrets, now=now, tolerance=state.tolerance
+            )
+        if self.source == GITHUB:
+            return verify_github(request.headers, body, secrets)
+        return verify_stripe(request.headers, body, secrets, now=now, tolerance=state.tolerance)
+
+    def _event(self, verified: VerifiedDelivery, body: bytes) -> WebhookEvent:
+        # Parsing only now, after the signature vouched for these exact bytes.
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            raise WebhookRejected(400, "body is not JSON") from None
+        # Stripe's id lives in the signed body; the other formats' in a (checked) header.
+        delivery_id = verified.delivery_id or _json_string(payload, "id") or ""
+        if not _DELIVERY_ID.fullmatch(delivery_id):
+            raise WebhookRejected(400, "event has no valid id")
+        event_type = verified.event_type or _json_string(payload, "type") or ""
+        return WebhookEvent(
+            source=self.source,
+            delivery_id=delivery_id,
+            event_type=event_type,
+            payload=payload,
+            timestamp=verified.timestamp,
+            body=body,
+        )
+
+    def _replay_keys(self, event: WebhookEvent) -> list[str]:
+        keys = [f"{self.source}:{event.delivery_id}"]
+        if self.source == GITHUB:
+            # X-GitHub-Delivery is not covered by the signature and GitHub sends no timestamp:
+            # a captured delivery re-sent with a fresh id must still be a duplicate.
+            keys.append(f"{self.source}-body:{hashlib.sha256(event.body).hexdigest()}")
+        return keys
+
+    def _dispatch(self, event: WebhookEvent) -> None:
+        for handler in self._handlers.get(event.event_type, []) + self._handlers.get("*", []):
+            handler(event)
+
+
+def _read_body(limit: int) -> bytes:
+    # Flask >= 3.1 allows a per-request limit; it must be set before the stream is first read.
+    if request.max_content_length is None or request.max_content_length > limit:
+        request.max_content_length = limit
+    try:
+        return request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise WebhookRejected(413, "body larger than the webhook limit") from None
+    except ClientDisconnected:
+        raise WebhookRejected(400, "body incomplete") from None
+
+
+def _json_string(payload: Any, key: str) -> str | None:
+    value = payload.get(key) if isinstance(payload, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _claim_all(store: ReplayStore, keys: Sequence[str], lease: int) -> ClaimResult:
+    claimed: list[str] = []
+    for key in keys:
+        result = store.claim(key, lease)
+        if result != "claimed":
+            for taken in claimed:
+                store.release(taken)
+            return result
+        claimed.append(key)
+    return "claimed"
+
+
+def _release_quietly(store: ReplayStore, keys: Sequence[str]) -> None:
+    try:
+        for key in keys:
+            store.release(key)
+    except StoreUnavailable:
+        # The claim then lapses with its lease and the sender's later retry is processed.
+        log.error("webhook replay store unavailable; claim kept until its lease expires")
+
+
+def _complete_quietly(store: ReplayStore, keys: Sequence[str], ttl: int) -> None:
+    try:
+        for key in keys:
+            store.complete(key, ttl)
+    except StoreUnavailable:
+        # The handler has run: answering an error would invite a retry that, once the lease
+        # expired, would be processed a second time. Accept and leave the lease to guard.
+        log.error("webhook replay store unavailable; delivery accepted, id kept only by lease")
+
+
+def _status_response(status: str) -> Response:
+    return current_app.response_class(
+        json.dumps({"status": status}), status=200, mimetype="application/json"
+    )
+
+
+def _problem(status: int, detail: str) -> Response:
+    # Built here rather than with the app's error handlers so this file can be copied alone.
+    body = {
+        "type": "about:blank",
+        "title": HTTP_STATUS_CODES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    return current_app.response_class(
+        json.dumps(body), status=status, mimetype="application/problem+json"
+    )

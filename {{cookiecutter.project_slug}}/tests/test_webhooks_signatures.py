@@ -1,0 +1,577 @@
+"""Signature verification: published vectors, the senders' own libraries, and hostile input.
+
+The app here is a bare Flask app with only webhooks.init_app and the events blueprint, which is
+also how the module is used when copied into another project.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import standardwebhooks
+import stripe
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.datastructures import Headers
+
+from {{ cookiecutter.package_name }} import events, webhooks
+
+# Standard Webhooks' published test vector (standard-webhooks/spec, reference libraries' tests).
+SW_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SW_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+SW_TIMESTAMP = 1614265330
+SW_BODY = b'{"test": 2432232314}'
+SW_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+# GitHub's documented example ("Validating webhook deliveries").
+GH_SECRET = "It's a Secret to Everybody"
+GH_BODY = b"Hello, World!"
+GH_SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+
+SECOND_SECRET = "whsec_" + base64.b64encode(b"another secret of 32 bytes......").decode()
+STRIPE_SECRET = "whsec_test_stripe_endpoint_secret_0123456789"
+TOLERANCE = 300
+
+
+def bare_app(tmp_path: Path, clock: Callable[[], float] = time.time, **config: Any) -> Flask:
+    app = Flask("webhook_signature_tests", instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        WEBHOOK_SECRET=SW_SECRET,
+        WEBHOOK_TOLERANCE_SECONDS=TOLERANCE,
+        REPLAY_STORE_URL="memory://",
+    )
+    app.config.update(config)
+    webhooks.init_app(app, clock=clock)
+    app.register_blueprint(events.blueprint)
+    return app
+
+
+@pytest.fixture
+def webhook_client(tmp_path: Path) -> FlaskClient:
+    return bare_app(
+        tmp_path, GITHUB_WEBHOOK_SECRET=GH_SECRET, STRIPE_WEBHOOK_SECRET=STRIPE_SECRET
+    ).test_client()
+
+
+@pytest.fixture
+def frozen_client(tmp_path: Path) -> FlaskClient:
+    return bare_app(tmp_path, clock=lambda: SW_TIMESTAMP).test_client()
+
+
+def sw_headers(
+    msg_id: str = SW_ID, timestamp: int | str = SW_TIMESTAMP, signature: str = SW_SIGNATURE
+) -> dict[str, str]:
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature,
+        "Content-Type": "application/json",
+    }
+
+
+def sw_sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Sign with the reference library, never with the code under test."""
+    when = datetime.fromtimestamp(timestamp, tz=UTC)
+    return standardwebhooks.Webhook(secret).sign(msg_id, when, body.decode())
+
+
+def sw_delivery(
+    body: bytes, *, secret: str = SW_SECRET, msg_id: str = "msg_1", at: int | None = None
+) -> dict[str, str]:
+    timestamp = int(time.time()) if at is None else at
+    return sw_headers(msg_id, timestamp, sw_sign(secret, msg_id, timestamp, body))
+
+
+def assert_problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    problem: dict[str, Any] = response.get_json(force=True)
+    assert problem["status"] == status
+    assert problem["type"] == "about:blank"
+    assert problem["title"]
+    assert problem["detail"]
+    return problem
+
+
+def recorded(webhook_client: FlaskClient) -> list[dict[str, Any]]:
+    app = webhook_client.application
+    with app.app_context():
+        return list(events.received_events())
+
+
+# --- published vectors -----------------------------------------------------------------------
+
+
+def test_standard_webhooks_vector_verifies_as_a_function() -> None:
+    key = webhooks.decode_standard_secret(SW_SECRET)
+    verified = webhooks.verify_standard_webhook(
+        Headers(sw_headers()), SW_BODY, [key], now=SW_TIMESTAMP, tolerance=TOLERANCE
+    )
+    assert verified.delivery_id == SW_ID
+    assert verified.timestamp == SW_TIMESTAMP
+
+
+def test_standard_webhooks_vector_is_accepted_over_http(frozen_client: FlaskClient) -> None:
+    response = frozen_client.post("/webhooks/events", data=SW_BODY, headers=sw_headers())
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "accepted"}
+    assert recorded(frozen_client) == [{"source": "standard-webhooks", "id": SW_ID, "type": ""}]
+
+
+def test_standard_webhooks_vector_is_stale_with_the_real_clock(tmp_path: Path) -> None:
+    response = (
+        bare_app(tmp_path)
+        .test_client()
+        .post("/webhooks/events", data=SW_BODY, headers=sw_headers())
+    )
+    assert_problem(response, 401)
+
+
+def test_github_vector_verifies_as_a_function() -> None:
+    headers = Headers(
+        {
+            "X-Hub-Signature-256": GH_SIGNATURE,
+            "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+            "X-GitHub-Event": "push",
+        }
+    )
+    verified = webhooks.verify_github(headers, GH_BODY, [GH_SECRET.encode()])
+    assert verified.event_type == "push"
+    with pytest.raises(webhooks.WebhookRejected) as rejected:
+        webhooks.verify_github(headers, GH_BODY + b" ", [GH_SECRET.encode()])
+    assert rejected.value.status == 401
+
+
+def test_github_vector_passes_verification_over_http(webhook_client: FlaskClient) -> None:
+    # The vector's body is not JSON: 400 "body is not JSON" proves the signature was accepted
+    # (a bad signature is 401) and that parsing happens only after verification.
+    response = webhook_client.post(
+        "/webhooks/github", data=GH_BODY, headers=gh_headers(GH_SIGNATURE)
+    )
+    assert assert_problem(response, 400)["detail"] == "body is not JSON"
+
+
+# --- interoperability with the senders' libraries ---------------------------------------------
+
+
+def test_delivery_signed_by_standardwebhooks_library_is_accepted(
+    webhook_client: FlaskClient,
+) -> None:
+    body = json.dumps({"type": "user.created", "data": {"id": 7}}).encode()
+    response = webhook_client.post("/webhooks/events", data=body, headers=sw_delivery(body))
+    assert response.get_json() == {"status": "accepted"}
+    assert recorded(webhook_client)[-1] == {
+        "source": "standard-webhooks",
+        "id": "msg_1",
+        "type": "user.created",
+    }
+
+
+def test_our_acceptance_matches_the_reference_verifier() -> None:
+    body = b'{"type": "ping"}'
+    headers = sw_delivery(body)
+    standardwebhooks.Webhook(SW_SECRET).verify(body, headers)  # raises if the library disagrees
+    key = webhooks.decode_standard_secret(SW_SECRET)
+    webhooks.verify_standard_webhook(
+        Headers(headers), body, [key], now=time.time(), tolerance=TOLERANCE
+    )
+
+
+def stripe_event(event_id: str = "evt_1", event_type: str = "payment_intent.succeeded") -> bytes:
+    payment = {"id": "pi_1", "object": "payment_intent", "amount": 2000, "currency": "eur"}
+    event = {"id": event_id, "object": "event", "type": event_type, "data": {"object": payment}}
+    return json.dumps(event).encode()
+
+
+def stripe_headers(
+    body: bytes, secret: str = STRIPE_SECRET, timestamp: int | None = None
+) -> dict[str, str]:
+    signature = stripe.WebhookSignature.generate_signature_header(
+        body.decode(), secret, timestamp=timestamp
+    )
+    return {"Stripe-Signature": signature, "Content-Type": "application/json"}
+
+
+def test_delivery_signed_by_stripe_library_is_accepted(webhook_client: FlaskClient) -> None:
+    body = stripe_event()
+    response = webhook_client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
+    assert response.get_json() == {"status": "accepted"}
+    assert recorded(webhook_client)[-1] == {
+        "source": "stripe",
+        "id": "evt_1",
+        "type": "payment_intent.succeeded",
+    }
+
+
+def test_stripe_library_agrees_on_what_we_accept() -> None:
+    body = stripe_event()
+    headers = stripe_headers(body)
+    stripe.WebhookSignature.verify_header(body, headers["Stripe-Signature"], STRIPE_SECRET, 300)
+    webhooks.verify_stripe(
+        Headers(headers), body, [STRIPE_SECRET.encode()], now=time.time(), tolerance=TOLERANCE
+    )
+
+
+def test_future_stripe_timestamp_is_refused_although_stripe_library_accepts_it(
+    webhook_client: FlaskClient,
+) -> None:
+    body = stripe_event()
+    headers = stripe_headers(body, timestamp=int(time.time()) + TOLERANCE + 60)
+    stripe.WebhookSignature.verify_header(body, headers["Stripe-Signature"], STRIPE_SECRET, 300)
+    assert_problem(webhook_client.post("/webhooks/stripe", data=body, headers=headers), 401)
+
+
+# --- Standard Webhooks: refusals --------------------------------------------------------------
+
+
+def test_tampered_body_is_refused(webhook_client: FlaskClient) -> None:
+    body = b'{"type": "user.created", "amount": 1}'
+    headers = sw_delivery(body)
+    tampered = body.replace(b"1", b"9")
+    assert_problem(webhook_client.post("/webhooks/events", data=tampered, headers=headers), 401)
+
+
+def test_wrong_secret_is_refused(webhook_client: FlaskClient) -> None:
+    body = b'{"type": "user.created"}'
+    headers = sw_delivery(body, secret=SECOND_SECRET)
+    assert_problem(webhook_client.post("/webhooks/events", data=body, headers=headers), 401)
+
+
+@pytest.mark.parametrize(("offset", "status"), [(-310, 401), (-290, 200), (290, 200), (310, 401)])
+def test_timestamp_window_applies_in_both_directions(
+    webhook_client: FlaskClient, offset: int, status: int
+) -> None:
+    body = b'{"type": "user.created"}'
+    headers = sw_delivery(body, msg_id=f"msg_offset{offset}", at=int(time.time()) + offset)
+    response = webhook_client.post("/webhooks/events", data=body, headers=headers)
+    assert response.status_code == status
+
+
+def test_window_edges_with_a_frozen_clock(frozen_client: FlaskClient) -> None:
+    app = frozen_client.application
+    state: webhooks.WebhookState = app.extensions["webhooks"]
+    for now, status in [
+        (SW_TIMESTAMP + 300, 200),
+        (SW_TIMESTAMP + 301, 401),
+        (SW_TIMESTAMP - 300, 200),
+        (SW_TIMESTAMP - 301, 401),
+    ]:
+        state.clock = functools.partial(float, now)
+        state.store = webhooks.MemoryReplayStore()
+        response = frozen_client.post("/webhooks/events", data=SW_BODY, headers=sw_headers())
+        assert response.status_code == status
+
+
+VALID_MAC = SW_SIGNATURE.partition(",")[2]
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        pytest.param("v1," + VALID_MAC[:20], id="truncated"),
+        pytest.param("v1," + VALID_MAC[:-2], id="truncated-keeps-padding"),
+        pytest.param("v2," + VALID_MAC, id="unknown-version"),
+        pytest.param("v1a," + VALID_MAC, id="asymmetric-version-unsupported"),
+        pytest.param(VALID_MAC, id="no-version"),
+        pytest.param("v1", id="version-only"),
+        pytest.param("v1,", id="empty-mac"),
+        pytest.param("v1,!!!not-base64!!!", id="not-base64"),
+        pytest.param("v1,\u00e9\u00e9\u00e9", id="non-ascii"),
+        pytest.param("v1," + VALID_MAC.lower(), id="case-changed"),
+        pytest.param("," * 50, id="commas"),
+        pytest.param("v1," + base64.b64encode(b"\0" * 32).decode(), id="zero-mac"),
+    ],
+)
+def test_bad_signature_values_are_401(frozen_client: FlaskClient, signature: str) -> None:
+    headers = sw_headers(signature=signature)
+    assert_problem(frozen_client.post("/webhooks/events", data=SW_BODY, headers=headers), 401)
+
+
+def test_valid_signature_among_garbage_entries_is_accepted(frozen_client: FlaskClient) -> None:
+    headers = sw_headers(signature=f"v2,abc v1,!!! {SW_SIGNATURE} v1a,xyz")
+    response = frozen_client.post("/webhooks/events", data=SW_BODY, headers=headers)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("missing", ["webhook-id", "webhook-timestamp", "webhook-signature"])
+def test_missing_header_is_400(frozen_client: FlaskClient, missing: str) -> None:
+    headers = sw_headers()
+    del headers[missing]
+    problem = assert_problem(
+        frozen_client.post("/webhooks/events", data=SW_BODY, headers=headers), 400
+    )
+    assert missing in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("webhook-timestamp", "abc"),
+        ("webhook-timestamp", "1614265330.5"),
+        ("webhook-timestamp", "-1614265330"),
+        ("webhook-timestamp", "1e9"),
+        ("webhook-timestamp", "9" * 5000),
+        ("webhook-timestamp", "\u0661\u0666"),  # Arabic-Indic digits: int() would accept them
+        ("webhook-id", "msg with spaces"),
+        ("webhook-id", "msg_\u00e9"),
+        ("webhook-id", "x" * 300),
+        ("webhook-signature", "   "),
+    ],
+)
+def test_garbage_headers_are_400_never_500(
+    frozen_client: FlaskClient, header: str, value: str
+) -> None:
+    headers = sw_headers()
+    headers[header] = value
+    assert_problem(frozen_client.post("/webhooks/events", data=SW_BODY, headers=headers), 400)
+
+
+def test_signed_body_that_is_not_json_is_400(webhook_client: FlaskClient) -> None:
+    body = b"\xff\xfe not json"
+    headers = sw_delivery(b"placeholder")
+    when = int(headers["webhook-timestamp"])
+    key = webhooks.decode_standard_secret(SW_SECRET)
+    mac = hmac.new(key, b"msg_1." + str(when).encode() + b"." + body, hashlib.sha256).digest()
+    headers["webhook-signature"] = "v1," + base64.b64encode(mac).decode()
+    assert_problem(webhook_client.post("/webhooks/events", data=body, headers=headers), 400)
+
+
+def test_body_over_one_mebibyte_is_413(webhook_client: FlaskClient) -> None:
+    body = b'{"pad": "' + b"x" * (1024 * 1024) + b'"}'
+    response = webhook_client.post("/webhooks/events", data=body, headers=sw_delivery(body))
+    assert_problem(response, 413)
+
+
+def test_webhook_limit_holds_even_if_the_app_allows_larger_bodies(tmp_path: Path) -> None:
+    app = bare_app(tmp_path, MAX_CONTENT_LENGTH=None)
+    body = b"x" * (1024 * 1024 + 1)
+    response = app.test_client().post("/webhooks/events", data=body, headers=sw_delivery(body))
+    assert_problem(response, 413)
+
+
+def test_body_of_exactly_one_mebibyte_is_read(webhook_client: FlaskClient) -> None:
+    prefix, suffix = b'{"type": "big", "pad": "', b'"}'
+    body = prefix + b"x" * (1024 * 1024 - len(prefix) - len(suffix)) + suffix
+    assert len(body) == 1024 * 1024
+    response = webhook_client.post("/webhooks/events", data=body, headers=sw_delivery(body))
+    assert response.status_code == 200
+
+
+# --- rotation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "configured",
+    [f"{SW_SECRET} {SECOND_SECRET}", (SW_SECRET, SECOND_SECRET)],
+    ids=["space-separated", "tuple"],
+)
+def test_rotation_accepts_either_secret(tmp_path: Path, configured: object) -> None:
+    webhook_client = bare_app(tmp_path, WEBHOOK_SECRET=configured).test_client()
+    third = "whsec_" + base64.b64encode(b"a third secret nobody configured").decode()
+    for number, (secret, status) in enumerate(
+        [(SW_SECRET, 200), (SECOND_SECRET, 200), (third, 401)]
+    ):
+        body = b'{"type": "rotation"}'
+        headers = sw_delivery(body, secret=secret, msg_id=f"msg_rot{number}")
+        assert (
+            webhook_client.post("/webhooks/events", data=body, headers=headers).status_code
+            == status
+        )
+
+
+def test_sender_signing_with_both_secrets_during_rotation_is_accepted(tmp_path: Path) -> None:
+    webhook_client = bare_app(tmp_path, WEBHOOK_SECRET=SECOND_SECRET).test_client()
+    body = b'{"type": "rotation"}'
+    headers = sw_delivery(body)
+    new_signature = sw_delivery(body, secret=SECOND_SECRET, at=int(headers["webhook-timestamp"]))
+    headers["webhook-signature"] += " " + new_signature["webhook-signature"]
+    assert webhook_client.post("/webhooks/events", data=body, headers=headers).status_code == 200
+
+
+def test_stripe_rotation_accepts_either_secret(tmp_path: Path) -> None:
+    old, new = STRIPE_SECRET, "whsec_rotated_stripe_secret_9876543210"
+    webhook_client = bare_app(tmp_path, STRIPE_WEBHOOK_SECRET=f"{old} {new}").test_client()
+    for number, secret in enumerate([old, new]):
+        body = stripe_event(event_id=f"evt_rot{number}")
+        response = webhook_client.post(
+            "/webhooks/stripe", data=body, headers=stripe_headers(body, secret)
+        )
+        assert response.status_code == 200
+
+
+def test_github_secret_with_spaces_is_one_secret_and_a_list_rotates(tmp_path: Path) -> None:
+    webhook_client = bare_app(
+        tmp_path, GITHUB_WEBHOOK_SECRET=[GH_SECRET, "second secret"]
+    ).test_client()
+    body = b'{"zen": "Design for failure."}'
+    for number, secret in enumerate([GH_SECRET, "second secret"]):
+        response = webhook_client.post(
+            "/webhooks/github",
+            data=body + b" " * number,
+            headers=gh_headers(gh_sign(secret, body + b" " * number), delivery=f"d-{number}"),
+        )
+        assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["whsec_not base64!", "whsec_", "whsec_c2hvcnQ="],
+    ids=["not-base64", "empty", "too-short"],
+)
+def test_unusable_standard_secret_refuses_to_start_without_echoing_it(
+    tmp_path: Path, secret: str
+) -> None:
+    with pytest.raises(ValueError, match="WEBHOOK_SECRET") as error:
+        bare_app(tmp_path, WEBHOOK_SECRET=secret)
+    assert secret.removeprefix("whsec_") not in str(error.value) or secret == "whsec_"
+
+
+# --- GitHub -----------------------------------------------------------------------------------
+
+
+def gh_sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def gh_headers(signature: str, delivery: str = "d-1", event: str = "push") -> dict[str, str]:
+    return {
+        "X-Hub-Signature-256": signature,
+        "X-GitHub-Delivery": delivery,
+        "X-GitHub-Event": event,
+        "Content-Type": "application/json",
+    }
+
+
+def test_github_delivery_is_accepted_and_dispatched_by_event_header(
+    webhook_client: FlaskClient,
+) -> None:
+    body = b'{"zen": "Keep it logically awesome.", "hook_id": 42}'
+    response = webhook_client.post(
+        "/webhooks/github", data=body, headers=gh_headers(gh_sign(GH_SECRET, body), event="ping")
+    )
+    assert response.get_json() == {"status": "accepted"}
+    assert recorded(webhook_client)[-1] == {"source": "github", "id": "d-1", "type": "ping"}
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        pytest.param({"X-Hub-Signature-256": None}, 400, id="missing-signature"),
+        pytest.param({"X-GitHub-Delivery": None}, 400, id="missing-delivery"),
+        pytest.param({"X-GitHub-Event": None}, 400, id="missing-event"),
+        pytest.param({"X-GitHub-Delivery": "has space"}, 400, id="garbage-delivery"),
+        pytest.param({"X-Hub-Signature-256": "sha1=abc"}, 401, id="other-algorithm"),
+        pytest.param({"X-Hub-Signature-256": "sha256=zz"}, 401, id="not-hex"),
+        pytest.param({"X-Hub-Signature-256": "sha256=\u00e9"}, 401, id="non-ascii"),
+        pytest.param({"X-Hub-Signature-256": "757107ea0eb2"}, 401, id="no-prefix"),
+        pytest.param({"X-Hub-Signature-256": GH_SIGNATURE[:-2]}, 401, id="truncated"),
+    ],
+)
+def test_github_refusals(
+    webhook_client: FlaskClient, change: dict[str, str | None], status: int
+) -> None:
+    body = b'{"ok": true}'
+    headers: dict[str, str | None] = dict(gh_headers(gh_sign(GH_SECRET, body)))
+    headers.update(change)
+    sent = {name: value for name, value in headers.items() if value is not None}
+    assert_problem(webhook_client.post("/webhooks/github", data=body, headers=sent), status)
+
+
+def test_legacy_sha1_header_alone_is_not_enough(webhook_client: FlaskClient) -> None:
+    body = b'{"ok": true}'
+    sha1 = "sha1=" + hmac.new(GH_SECRET.encode(), body, hashlib.sha1).hexdigest()
+    headers = {"X-Hub-Signature": sha1, "X-GitHub-Delivery": "d-1", "X-GitHub-Event": "push"}
+    assert_problem(webhook_client.post("/webhooks/github", data=body, headers=headers), 400)
+
+
+# --- Stripe -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        pytest.param("", 400, id="empty"),
+        pytest.param("v1=abc", 400, id="no-timestamp"),
+        pytest.param("t=abc,v1=abc", 400, id="timestamp-not-a-number"),
+        pytest.param("t=1,t=2,v1=abc", 400, id="two-timestamps"),
+        pytest.param("garbage", 400, id="garbage"),
+        pytest.param("t=NOW", 401, id="no-v1"),
+        pytest.param("t=NOW,v0=SIG", 401, id="only-v0"),
+        pytest.param("t=NOW,v1=zz", 401, id="v1-not-hex"),
+        pytest.param("t=NOW,v1=\u00e9", 401, id="v1-non-ascii"),
+        pytest.param("t=NOW,v1=SIGTRUNC", 401, id="v1-truncated"),
+        pytest.param("t=OLD,v1=SIGOLD", 401, id="old"),
+        pytest.param("t=FUTURE,v1=SIGFUTURE", 401, id="future"),
+    ],
+)
+def test_stripe_refusals(webhook_client: FlaskClient, header: str, status: int) -> None:
+    body = stripe_event()
+    now = int(time.time())
+
+    def sig(at: int) -> str:
+        return stripe_headers(body, timestamp=at)["Stripe-Signature"].partition("v1=")[2]
+
+    header = (
+        header.replace("SIGTRUNC", sig(now)[:40])
+        .replace("SIGOLD", sig(now - 400))
+        .replace("SIGFUTURE", sig(now + 400))
+        .replace("SIG", sig(now))
+        .replace("NOW", str(now))
+        .replace("OLD", str(now - 400))
+        .replace("FUTURE", str(now + 400))
+    )
+    assert_problem(
+        webhook_client.post("/webhooks/stripe", data=body, headers={"Stripe-Signature": header}),
+        status,
+    )
+
+
+def test_stripe_wrong_secret_and_tampered_body(webhook_client: FlaskClient) -> None:
+    body = stripe_event()
+    wrong = stripe_headers(body, secret="whsec_someone_else")
+    assert_problem(webhook_client.post("/webhooks/stripe", data=body, headers=wrong), 401)
+    tampered = body.replace(b"2000", b"1")
+    assert_problem(
+        webhook_client.post("/webhooks/stripe", data=tampered, headers=stripe_headers(body)), 401
+    )
+
+
+def test_stripe_secret_is_used_whole_not_base64_decoded(webhook_client: FlaskClient) -> None:
+    body = stripe_event()
+    when = str(int(time.time()))
+    decoded_key = base64.b64decode(STRIPE_SECRET.removeprefix("whsec_") + "==")
+    mac = hmac.new(decoded_key, when.encode() + b"." + body, hashlib.sha256).hexdigest()
+    headers = {"Stripe-Signature": f"t={when},v1={mac}"}
+    assert_problem(webhook_client.post("/webhooks/stripe", data=body, headers=headers), 401)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [{"object": "event"}, {"id": 12}, {"id": "evt with space"}, ["evt_1"]],
+    ids=["no-id", "id-not-string", "id-garbage", "not-an-object"],
+)
+def test_stripe_event_without_usable_id_is_400(webhook_client: FlaskClient, event: object) -> None:
+    body = json.dumps(event).encode()
+    assert_problem(
+        webhook_client.post("/webhooks/stripe", data=body, headers=stripe_headers(body)), 400
+    )
+
+
+# --- routes not configured --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/webhooks/github", "/webhooks/stripe", "/webhooks/events"])
+def test_receivers_without_a_secret_answer_404(tmp_path: Path, path: str) -> None:
+    webhook_client = bare_app(tmp_path, WEBHOOK_SECRET=None).test_client()
+    assert_problem(webhook_client.post(path, data=b"{}", headers={"Stripe-Signature": "t=1"}), 404)
