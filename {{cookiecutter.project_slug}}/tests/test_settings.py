@@ -15,7 +15,7 @@ def production_env(base_env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def test_complete_production_configuration_loads(base_env):
+def test_complete_production_configuration_loads(base_env: dict[str, str]) -> None:
     settings = load_settings(production_env(base_env))
     assert settings.is_production
     assert settings.jwt_algorithms == ("RS256",)
@@ -25,7 +25,7 @@ def test_complete_production_configuration_loads(base_env):
     assert settings.trusted_proxy_hops == 1
 
 
-def test_app_env_defaults_to_production(base_env):
+def test_app_env_defaults_to_production(base_env: dict[str, str]) -> None:
     env = production_env(base_env)
     env.pop("APP_ENV")
     assert load_settings(env).app_env == "production"
@@ -60,9 +60,11 @@ UNSAFE_PRODUCTION = [
 
 
 @pytest.mark.parametrize(("changes", "setting"), UNSAFE_PRODUCTION)
-def test_unsafe_production_configuration_is_refused(base_env, changes, setting):
-    env = {**production_env(base_env), **changes}
-    env = {key: value for key, value in env.items() if value is not None}
+def test_unsafe_production_configuration_is_refused(
+    base_env: dict[str, str], changes: dict[str, str | None], setting: str
+) -> None:
+    merged = {**production_env(base_env), **changes}
+    env = {key: value for key, value in merged.items() if value is not None}
     with pytest.raises(ConfigError) as caught:
         load_settings(env)
     assert caught.value.setting == setting
@@ -72,41 +74,50 @@ def test_unsafe_production_configuration_is_refused(base_env, changes, setting):
 
 @pytest.mark.parametrize(
     "url",
-    ["http://idp.example/jwks", "http://127.0.0.1:9000/jwks", "ftp://idp.example/jwks", "https:///x"],
+    [
+        "http://idp.example/jwks",
+        "http://127.0.0.1:9000/jwks",
+        "ftp://idp.example/jwks",
+        "https:///x",
+    ],
 )
-def test_jwks_url_must_be_https_in_production(base_env, url):
+def test_jwks_url_must_be_https_in_production(base_env: dict[str, str], url: str) -> None:
     env = {**production_env(base_env), "JWT_JWKS_URL": url}
     env.pop("JWT_PUBLIC_KEY_FILE")
     with pytest.raises(ConfigError, match=r"^JWT_JWKS_URL: "):
         load_settings(env)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:9000/jwks", "http://localhost/jwks", "http://[::1]/j"])
-def test_http_jwks_allowed_for_loopback_outside_production(base_env, url):
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9000/jwks", "http://localhost/jwks", "http://[::1]/j"]
+)
+def test_http_jwks_allowed_for_loopback_outside_production(
+    base_env: dict[str, str], url: str
+) -> None:
     env = {**base_env, "APP_ENV": "development", "JWT_JWKS_URL": url}
     env.pop("JWT_PUBLIC_KEY_FILE")
     assert load_settings(env).jwt_jwks_url == url
 
 
-def test_http_jwks_refused_for_other_hosts_outside_production(base_env):
+def test_http_jwks_refused_for_other_hosts_outside_production(base_env: dict[str, str]) -> None:
     env = {**base_env, "APP_ENV": "development", "JWT_JWKS_URL": "http://idp.example/jwks"}
     env.pop("JWT_PUBLIC_KEY_FILE")
     with pytest.raises(ConfigError, match=r"^JWT_JWKS_URL: "):
         load_settings(env)
 
 
-def test_memory_store_refused_with_several_workers(base_env):
+def test_memory_store_refused_with_several_workers(base_env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match=r"^REPLAY_STORE_URL: .*WEB_CONCURRENCY"):
         load_settings({**base_env, "WEB_CONCURRENCY": "3"})
 
 
-def test_webhook_secrets_are_split_for_rotation(base_env):
+def test_webhook_secrets_are_split_for_rotation(base_env: dict[str, str]) -> None:
     old, new = base_env["WEBHOOK_SECRET"], "whsec_" + "A" * 44
     settings = load_settings({**base_env, "WEBHOOK_SECRET": f"{old}  {new}"})
     assert settings.webhook_secret == (old, new)
 
 
-def test_secrets_never_appear_in_repr_or_errors(base_env):
+def test_secrets_never_appear_in_repr_or_errors(base_env: dict[str, str]) -> None:
     secret = base_env["WEBHOOK_SECRET"]
     settings = load_settings({**base_env, "GITHUB_WEBHOOK_SECRET": "gh-secret-value"})
     assert secret not in repr(settings)
@@ -116,12 +127,12 @@ def test_secrets_never_appear_in_repr_or_errors(base_env):
     assert "not-a-whsec-secret-value" not in str(caught.value)
 
 
-def test_algorithm_list_is_parsed(base_env):
+def test_algorithm_list_is_parsed(base_env: dict[str, str]) -> None:
     settings = load_settings({**base_env, "JWT_ALGORITHMS": "RS256, ES256"})
     assert settings.jwt_algorithms == ("RS256", "ES256")
 
 
-def test_real_environment_wins_over_dotenv(tmp_path: Path, monkeypatch):
+def test_real_environment_wins_over_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text("JWT_ISSUER=https://from-file/\nLOG_LEVEL=DEBUG\n")
     monkeypatch.setenv("JWT_ISSUER", "https://from-environment/")
@@ -131,7 +142,7 @@ def test_real_environment_wins_over_dotenv(tmp_path: Path, monkeypatch):
     assert merged["LOG_LEVEL"] == "DEBUG"
 
 
-def test_flask_config_uses_spec_names(base_env):
+def test_flask_config_uses_spec_names(base_env: dict[str, str]) -> None:
     config = load_settings(base_env).flask_config()
     spec_names = {
         "JWT_ISSUER", "JWT_AUDIENCE", "JWT_JWKS_URL", "JWT_PUBLIC_KEY_FILE", "JWT_ALGORITHMS",
