@@ -23,8 +23,8 @@ FILES_BY_OPTION: dict[str, dict[str, list[str]]] = {
         "none": [],
     },
     "tls_profile": {
-        "intermediate": ["deploy/nginx/snippets/tls-intermediate.conf"],
-        "modern": ["deploy/nginx/snippets/tls-modern.conf"],
+        "intermediate": ["deploy/nginx/templates/snippets/tls-intermediate.conf.template"],
+        "modern": ["deploy/nginx/templates/snippets/tls-modern.conf.template"],
     },
 }
 

@@ -98,6 +98,23 @@ def test_choices_are_checked() -> None:
 # --- post-generation: option files -----------------------------------------------------------
 
 
+def test_every_option_file_exists_in_the_template() -> None:
+    for files_by_value in post_gen.FILES_BY_OPTION.values():
+        for paths in files_by_value.values():
+            for relative in paths:
+                assert (BAKED_TEMPLATE_DIR / relative).exists(), relative
+
+
+@pytest.mark.parametrize("tls_profile", ["intermediate", "modern"])
+def test_only_the_selected_tls_profile_remains(tmp_path: Path, tls_profile: str) -> None:
+    snippets = tmp_path / "deploy/nginx/templates/snippets"
+    snippets.mkdir(parents=True)
+    for profile in ("intermediate", "modern"):
+        (snippets / f"tls-{profile}.conf.template").write_text("ssl_protocols TLSv1.3;\n")
+    post_gen.remove_unselected_files(tmp_path, {"ci": "none", "tls_profile": tls_profile})
+    assert [p.name for p in snippets.iterdir()] == [f"tls-{tls_profile}.conf.template"]
+
+
 @pytest.mark.parametrize("ci", ["github", "gitlab", "none"])
 def test_only_the_selected_ci_files_remain(tmp_path: Path, ci: str) -> None:
     (tmp_path / ".github" / "workflows").mkdir(parents=True)
