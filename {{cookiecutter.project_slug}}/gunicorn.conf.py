@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
+from {{ cookiecutter.package_name }}.logs import gunicorn_logconfig_dict
+from {{ cookiecutter.package_name }}.settings import ConfigError, load_settings
+
 
 def env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
@@ -26,8 +29,10 @@ wsgi_app = "{{ cookiecutter.package_name }}:create_app()"
 # 0.0.0.0:8000 inside its private network, devstack a unix socket under a 0700 directory).
 bind = [os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")]
 
-# Measured on 2 cores through nginx over TLS: workers = cores with 2 threads each gave the best
-# tail latency; 2 * cores + 1 sync-style workers the worst p99 for the same throughput.
+# Measured on 2 cores through nginx over TLS (benchmarks/gunicorn_sizing.py, README "Sizing
+# gunicorn"): workers = cores with 2 threads kept the lowest p99 when the CPUs were contended
+# or at 64 connections; 2 * cores + 1 won throughput on an idle machine with a longer tail and
+# more than twice the processes. Re-measure on your own hardware before changing it.
 workers = env_int("WEB_CONCURRENCY", os.cpu_count() or 1)
 worker_class = "gthread"
 threads = env_int("GUNICORN_THREADS", 2)
@@ -46,9 +51,10 @@ limit_request_field_size = env_int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190)
 
 # Proxy trust is decided once, in the app (transport.py: ProxyFix with TRUSTED_PROXY_HOPS).
 # gunicorn must not decide it a second time from X-Forwarded-Proto or forwarder headers, so
-# both are emptied. forwarded_allow_ips still limits who may speak h2c/PROXY-like extras over
-# TCP. Note (gunicorn docs): it does not apply to unix sockets, whose peers are "treated as
-# allowed, unconditionally"; the socket's directory permissions are the fence there.
+# both are emptied; forwarded_allow_ips then only limits which TCP peers gunicorn trusts for
+# its remaining extras (h2c upgrade). Note (gunicorn docs): it does not apply to unix sockets,
+# whose peers are "treated as allowed, unconditionally"; the socket directory's permissions
+# (devstack: 0700) are the fence there, and nginx overwrites every forwarding header anyway.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 secure_scheme_headers: dict[str, str] = {}
 forwarder_headers = ""
@@ -70,11 +76,10 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 errorlog = os.environ.get("GUNICORN_ERROR_LOG", "-")
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
+
 def on_starting(server: object) -> None:
     """Check the settings once in the master, so a bad configuration stops gunicorn with one
     line naming the setting instead of every worker failing to boot with a traceback."""
-    from {{ cookiecutter.package_name }}.settings import ConfigError, load_settings
-
     try:
         load_settings()
     except ConfigError as error:
@@ -82,6 +87,15 @@ def on_starting(server: object) -> None:
         raise SystemExit(1) from None
 
 
-# --- logging (issue 6 fills this in: JSON lines through the redaction filter) -------------
-logconfig_dict: dict[str, object] = {}
+# --- logging (issue 6: JSON lines through the redaction filter, see logs.py) ---------------
+# gunicorn's error and access logs and the app's own lines: one JSON shape, all redacted. The
+# access line is built from single atoms (method, path without query, status, ...); this format
+# only matters if the formatter is ever swapped, and then it still carries no query string.
+access_log_format = "%(m)s %(U)s %(s)s"
+logconfig_dict = gunicorn_logconfig_dict(
+    loglevel,
+    accesslog=accesslog,
+    errorlog=errorlog,
+    trusted_proxy_hops=env_int("TRUSTED_PROXY_HOPS", 1),
+)
 # --- end logging ---------------------------------------------------------------------------

@@ -15,11 +15,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
 
+import stack
 from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.settings import Settings, load_settings
 
 TEST_ISSUER = "https://issuer.test/"
 TEST_AUDIENCE = "https://api.test"
+
+# The real nginx + gunicorn stack (tests/stack.py), shared by every test module.
+live_stack = stack.live_stack
+mozilla_stack = stack.mozilla_stack
+start_stack = stack.start_stack
 
 
 @dataclass(frozen=True)
@@ -89,10 +95,12 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 
 @pytest.fixture
 def client(app: Flask) -> Iterator[FlaskClient]:
-    # Requests arrive as nginx forwards them: HTTPS from the one trusted proxy.
+    # Requests arrive as nginx forwards them: HTTPS from the one trusted proxy. The scheme
+    # travels in X-Forwarded-Proto (read by transport's ProxyFix): werkzeug's test client
+    # overwrites a wsgi.url_scheme given in environ_base.
     with app.test_client() as test_client:
         test_client.environ_base.update(
-            {"wsgi.url_scheme": "https", "REMOTE_ADDR": "127.0.0.1"}
+            {"HTTP_X_FORWARDED_PROTO": "https", "REMOTE_ADDR": "127.0.0.1"}
         )
         yield test_client
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, bearer, commands, events, health, logs, webhooks
+from . import api, bearer, commands, events, health, logs, transport, webhooks
 from .problems import register_error_handlers
 from .settings import Settings, load_settings
 
@@ -27,6 +27,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 def register_extensions(app: Flask) -> None:
     # First: request ids and redacted JSON logs cover everything the others log.
     logs.init_app(app)
+    # ProxyFix, HTTPS-only (except /healthz) and security headers, before any route runs.
+    transport.init_app(app)
     bearer.init_app(app)
     webhooks.init_app(app)
 

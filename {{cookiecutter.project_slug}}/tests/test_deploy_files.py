@@ -1,0 +1,176 @@
+"""Deployment files checked by real tools and against each other (no docker needed)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stack import PROJECT_ROOT
+
+NGINX_DIR = PROJECT_ROOT / "deploy" / "nginx"
+TEMPLATES = sorted((NGINX_DIR / "templates").rglob("*.template"))
+COMPOSE_FILES = ["compose.yaml", "compose.override.yaml", "compose.prod.yaml"]
+PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    assert found, f"{name} is not installed (it comes with the dev extras: make install)"
+    return found
+
+
+def load_devstack_settings() -> tuple[str, ...]:
+    source = (PROJECT_ROOT / "scripts" / "devstack").read_text()
+    block = re.search(r"TEMPLATE_SETTINGS = \((.*?)\)", source, re.DOTALL)
+    assert block
+    return tuple(re.findall(r'"([A-Z_]+)"', block.group(1)))
+
+
+def template_placeholders() -> set[str]:
+    return {name for path in TEMPLATES for name in PLACEHOLDER.findall(path.read_text())}
+
+
+@pytest.mark.parametrize("compose_file", COMPOSE_FILES)
+def test_compose_files_match_the_compose_specification(compose_file: str) -> None:
+    result = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", compose_file],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = subprocess.run(
+        [tool("hadolint"), "Dockerfile"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_unprivileged_without_dev_dependencies() -> None:
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER 10001", dockerfile, re.MULTILINE)
+    assert "HEALTHCHECK" in dockerfile
+    assert ".[redis]" in dockerfile
+    assert "dev" not in re.findall(r"pip install[^\n]*", dockerfile)[0]
+
+
+def test_compose_publishes_only_nginx_and_requires_settings() -> None:
+    base = (PROJECT_ROOT / "compose.yaml").read_text()
+    app_section = base.split("\n  app:\n")[1].split("\n  redis:\n")[0]
+    assert "ports:" not in app_section
+    assert "ports:" not in base.split("\n  redis:\n")[1]
+    for name in ("JWT_ISSUER", "JWT_AUDIENCE", "WEBHOOK_SECRET"):
+        assert "${" + name + ":?" in base
+    assert "REPLAY_STORE_URL: redis://redis:6379/0" in base
+    assert ":/etc/nginx/certs:ro" in base
+
+
+def test_every_template_setting_is_rendered_by_devstack_and_compose() -> None:
+    used = template_placeholders()
+    assert used <= set(load_devstack_settings())
+    compose = (PROJECT_ROOT / "compose.yaml").read_text()
+    envsubst_filter = re.search(r'NGINX_ENVSUBST_FILTER: "\^\((.*?)\)\$"', compose)
+    assert envsubst_filter
+    assert used <= set(envsubst_filter.group(1).split("|"))
+    compose_environment = set(re.findall(r"^ +([A-Z_]+):", compose, re.MULTILINE))
+    derived = {"NGINX_LIMIT_REQ_RATE", "NGINX_LIMIT_REQ_OPTIONS"}
+    assert used - derived <= compose_environment
+
+
+def test_templates_use_no_bare_uppercase_variables() -> None:
+    """The image's envsubst also replaces $NAME without braces: keep nginx variables lowercase."""
+    for path in TEMPLATES:
+        assert not re.search(r"\$[A-Z]", path.read_text()), path
+
+
+def test_access_log_never_records_query_strings() -> None:
+    text = (NGINX_DIR / "templates" / "default.conf.template").read_text()
+    log_format = text.split("log_format json", 1)[1].split(";", 1)[0]
+    for variable in ("$request_uri", "$request ", '$request"', "$args", "$query_string"):
+        assert variable not in log_format
+    assert "$request_id" in log_format
+    assert "$uri" in log_format
+
+
+def test_every_https_response_path_sets_hsts() -> None:
+    """add_header is not inherited by a block that has its own: each such block repeats HSTS."""
+    for path in TEMPLATES:
+        text = path.read_text()
+        if "add_header" in text:
+            assert "add_header Strict-Transport-Security $hsts_header always;" in text, path
+
+
+def test_derive_script_is_executable_posix_sh() -> None:
+    script = NGINX_DIR / "10-derive-settings.envsh"
+    assert script.stat().st_mode & 0o111, "the nginx image only sources executable .envsh files"
+    checker = shutil.which("shellcheck")
+    if checker:
+        result = subprocess.run(
+            [checker, "-s", "sh", str(script)], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "expected_rate", "expected_options"),
+    [
+        ("20", "40", "20", "burst=40 nodelay"),
+        ("0", "0", "1", "nodelay"),
+        ("5", "0", "5", "nodelay"),
+    ],
+)
+def test_derived_rate_limit_settings(
+    rate: str, burst: str, expected_rate: str, expected_options: str
+) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RATE_LIMIT_PER_SECOND": rate,
+        "RATE_LIMIT_BURST": burst,
+        "HSTS_MAX_AGE": "63072000",
+        "HTTPS_PORT": "443",
+    }
+    result = subprocess.run(
+        [
+            "sh",
+            "-c",
+            '. "$1" && printf "%s|%s" "$NGINX_LIMIT_REQ_RATE" "$NGINX_LIMIT_REQ_OPTIONS"',
+            "sh",
+            str(NGINX_DIR / "10-derive-settings.envsh"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout == f"{expected_rate}|{expected_options}"
+
+
+def test_derive_script_refuses_a_non_number() -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RATE_LIMIT_PER_SECOND": "lots",
+        "RATE_LIMIT_BURST": "1",
+        "HSTS_MAX_AGE": "1",
+        "HTTPS_PORT": "443",
+    }
+    result = subprocess.run(
+        ["sh", "-c", '. "$1"', "sh", str(NGINX_DIR / "10-derive-settings.envsh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "RATE_LIMIT_PER_SECOND must be a non-negative integer" in result.stderr

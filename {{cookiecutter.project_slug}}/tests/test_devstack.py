@@ -1,0 +1,77 @@
+"""scripts/devstack's configuration logic, without starting anything."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from stack import DEVSTACK, PROJECT_ROOT
+
+
+def load_devstack() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("devstack", str(DEVSTACK))
+    spec = importlib.util.spec_from_loader("devstack", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules while the file executes.
+    sys.modules["devstack"] = module
+    loader.exec_module(module)
+    return module
+
+
+devstack = load_devstack()
+
+
+def test_defaults_follow_the_spec() -> None:
+    stack = devstack.load_stack({})
+    assert stack.https_port == 8443
+    assert stack.http_port == 8080
+    assert stack.log_dir == PROJECT_ROOT / "var" / "log"
+    assert stack.cert_file == PROJECT_ROOT / "certs" / "server.pem"
+    assert stack.key_file == PROJECT_ROOT / "certs" / "server-key.pem"
+    assert stack.ca_file == PROJECT_ROOT / "certs" / "ca.pem"
+    assert stack.health_url == "https://localhost:8443/healthz"
+    # Short enough for AF_UNIX on Linux and macOS.
+    assert len(str(stack.socket_path).encode()) <= devstack.MAX_SOCKET_PATH
+    names = stack.settings["EXTRA_SERVER_NAMES"].split()
+    assert {"127.0.0.1", "[::1]"} <= set(names)
+    assert stack.settings["NGINX_HTTPS_LISTEN"] == "127.0.0.1:8443"
+    assert stack.settings["OCSP_STAPLING"] == "off"
+
+
+def test_settings_come_from_the_environment() -> None:
+    stack = devstack.load_stack(
+        {"HTTPS_PORT": "9443", "HTTP_PORT": "9080", "TLS_CERT_FILE": "/etc/x.pem"}
+    )
+    assert stack.settings["NGINX_HTTPS_LISTEN"] == "127.0.0.1:9443"
+    assert stack.settings["HTTPS_PORT"] == "9443"
+    assert stack.cert_file == Path("/etc/x.pem")
+
+
+@pytest.mark.parametrize("port", ["0", "70000", "https", "-1"])
+def test_bad_ports_are_refused(port: str) -> None:
+    with pytest.raises(devstack.DevstackError, match="HTTPS_PORT"):
+        devstack.load_stack({"HTTPS_PORT": port})
+
+
+def test_long_socket_paths_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(devstack.DevstackError, match="AF_UNIX"):
+        devstack.check_socket_path(tmp_path / ("x" * 120) / "gunicorn.sock")
+
+
+def test_render_replaces_only_known_settings() -> None:
+    settings = dict.fromkeys(devstack.TEMPLATE_SETTINGS, "v")
+    assert devstack.render("a ${SERVER_NAME} $host", settings) == "a v $host"
+    with pytest.raises(devstack.DevstackError, match="UNKNOWN"):
+        devstack.render("${UNKNOWN}", settings)
+
+
+def test_dotenv_is_read_under_the_real_environment(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("# comment\nexport HTTPS_PORT=9443\nHSTS_PRELOAD='true'\nBROKEN\n")
+    assert devstack.read_dotenv(env_file) == {"HTTPS_PORT": "9443", "HSTS_PRELOAD": "true"}
