@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, bearer, commands, events, health, logs, transport, webhooks
+from . import api, bearer, commands, events, health, logs, openapi, transport, webhooks
 from .problems import register_error_handlers
 from .settings import Settings, load_settings
 
@@ -37,6 +37,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(events.blueprint)
+    app.register_blueprint(openapi.blueprint)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -1,0 +1,419 @@
+"""The service describes itself: an OpenAPI 3.1 document built from the running app.
+
+Paths and methods come from the app's URL map (every rule, every method but HEAD and OPTIONS,
+which Flask adds on its own), so a route cannot be served without being described, nor
+described without being served. The scopes of each operation come from the attribute
+`required_scopes` that `bearer.require_scopes` puts on the view it protects: the document and
+the check read the same tuple. What code cannot tell (the shape of bodies, the signature
+headers of each webhook format) is kept in the tables below, and tests/test_openapi.py proves
+that those tables match the URL map.
+
+`servers` lists one https URL only: the scheme and host of JWT_AUDIENCE when that setting is an
+https URL (the bake sets it to https://<domain_name>, this API's public identifier), else
+https://localhost:8443, the native dev stack. It is deliberately not derived from the request's
+Host header, which a client chooses: the document must say the same thing to everyone.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from werkzeug.routing import Rule
+
+OPENAPI_VERSION: Final = "3.1.0"
+PROBLEM_JSON: Final = "application/problem+json"
+FALLBACK_SERVER_URL: Final = "https://localhost:8443"
+SECURITY_SCHEME: Final = "bearerAuth"
+# Flask answers these by itself for every rule; they are not operations of the API.
+IMPLICIT_METHODS: Final = frozenset({"HEAD", "OPTIONS"})
+# nginx rate-limits these prefixes (limit_req), so only their operations can answer 429.
+RATE_LIMITED_PREFIXES: Final = ("/api/", "/webhooks/")
+
+blueprint = Blueprint("openapi", __name__)
+
+
+@blueprint.get("/openapi.json")
+def openapi_document() -> Response:
+    """This OpenAPI 3.1 document."""
+    return jsonify(build_document(current_app))
+
+
+# --------------------------------------------------------------------------- what code can't say
+
+
+@dataclass(frozen=True)
+class Described:
+    """How one operation answers when it succeeds, and what it accepts."""
+
+    summary: str
+    status: int
+    schema: str
+    request_body: str | None = None
+    errors: tuple[int, ...] = ()
+
+
+DESCRIBED: Final[Mapping[tuple[str, str], Described]] = {
+    ("GET", "/healthz"): Described("Liveness: the process answers", 200, "Health"),
+    ("GET", "/readyz"): Described(
+        "Readiness: signing keys and replay store are usable", 200, "Ready", errors=(503,)
+    ),
+    ("GET", "/openapi.json"): Described("This OpenAPI 3.1 document", 200, "OpenApiDocument"),
+    ("GET", "/api/v1/me"): Described("The caller, as its access token says", 200, "Me"),
+    ("GET", "/api/v1/items"): Described("List the items", 200, "ItemList"),
+    ("POST", "/api/v1/items"): Described(
+        "Create an item", 201, "Item", request_body="NewItem", errors=(413, 415, 422)
+    ),
+    ("POST", "/webhooks/events"): Described(
+        "Receive a Standard Webhooks delivery", 200, "WebhookAck", "WebhookPayload"
+    ),
+    ("POST", "/webhooks/github"): Described(
+        "Receive a GitHub webhook delivery", 200, "WebhookAck", "WebhookPayload"
+    ),
+    ("POST", "/webhooks/stripe"): Described(
+        "Receive a Stripe webhook event", 200, "WebhookAck", "WebhookPayload"
+    ),
+}
+
+# The headers each webhook format signs a delivery with; a delivery without them gets 400.
+WEBHOOK_SIGNATURE_HEADERS: Final[Mapping[str, tuple[tuple[str, str], ...]]] = {
+    "/webhooks/events": (
+        ("webhook-id", "Message id (Standard Webhooks); an id already accepted is a duplicate."),
+        ("webhook-timestamp", "Unix time of the delivery; must be within the tolerance."),
+        ("webhook-signature", "Space separated `v1,<base64 HMAC-SHA256>` of id.timestamp.body."),
+    ),
+    "/webhooks/github": (
+        ("X-Hub-Signature-256", "`sha256=<hex HMAC-SHA256>` of the raw body."),
+        ("X-GitHub-Delivery", "Delivery id (GUID); a delivery already accepted is a duplicate."),
+        ("X-GitHub-Event", "Event type, e.g. push or ping: chooses the handlers."),
+    ),
+    "/webhooks/stripe": (
+        ("Stripe-Signature", "`t=<unix time>,v1=<hex HMAC-SHA256 of t.body>`; several v1 allowed."),
+    ),
+}
+
+# Formats webhooks.py enforces (400 otherwise): ids are visible ASCII, timestamps digits.
+_VISIBLE_ID: Final = "^[!-~]{1,256}$"
+WEBHOOK_HEADER_PATTERNS: Final[Mapping[str, str]] = {
+    "webhook-id": _VISIBLE_ID,
+    "webhook-timestamp": "^[0-9]{1,15}$",
+    "X-GitHub-Delivery": _VISIBLE_ID,
+    "X-GitHub-Event": _VISIBLE_ID,
+}
+
+WEBHOOK_DESCRIPTIONS: Final[Mapping[str, str]] = {
+    "/webhooks/events": "Signed per Standard Webhooks with WEBHOOK_SECRET (rotation: any listed).",
+    "/webhooks/github": "Signed by GitHub with GITHUB_WEBHOOK_SECRET; 404 while it is unset.",
+    "/webhooks/stripe": "Signed by Stripe with STRIPE_WEBHOOK_SECRET; 404 while it is unset.",
+}
+
+ERROR_DESCRIPTIONS: Final[Mapping[int, str]] = {
+    400: "Malformed request (e.g. bad Authorization header, missing signature header, bad JSON).",
+    401: "No valid credentials: missing, invalid or expired token, or a bad signature.",
+    403: "The access token lacks a required scope (error insufficient_scope).",
+    404: "Not found (a webhook route whose secret is not configured answers 404).",
+    405: "Method not allowed on this path; the Allow header lists the methods that are.",
+    409: "The same delivery is being processed by another worker; retry after Retry-After.",
+    413: "Request body larger than 1 MiB.",
+    415: "Unsupported media type: send application/json.",
+    422: "The JSON body is well formed but does not match the schema.",
+    429: "Too many requests from this client address (nginx limit_req).",
+    500: "A webhook handler failed: the delivery is not acknowledged, so the sender retries it.",
+    503: "A dependency (signing keys, replay store) is unavailable; nothing was accepted.",
+}
+
+_CONVERTER: Final = re.compile(r"<(?:(?P<converter>\w+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
+_CONVERTER_SCHEMAS: Final[Mapping[str, dict[str, Any]]] = {
+    "int": {"type": "integer", "minimum": 0},
+    "float": {"type": "number", "minimum": 0},
+    "uuid": {"type": "string", "format": "uuid"},
+}
+
+
+# --------------------------------------------------------------------------- the document
+
+
+def build_document(app: Flask) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route of `app`."""
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": _info(app),
+        "servers": [{"url": server_url(app.config), "description": "HTTPS only"}],
+        "security": [],
+        "paths": _paths(app),
+        "components": _components(),
+    }
+
+
+def server_url(config: Mapping[str, Any]) -> str:
+    """https://<host of JWT_AUDIENCE> if the audience is an https URL, else the dev stack."""
+    audience = config.get("JWT_AUDIENCE")
+    if isinstance(audience, str):
+        parts = urlsplit(audience)
+        if parts.scheme == "https" and parts.netloc and not parts.username:
+            return f"https://{parts.netloc}"
+    return FALLBACK_SERVER_URL
+
+
+def documented_operations(app: Flask) -> Iterator[tuple[str, str, Rule]]:
+    """(method, OpenAPI path, rule) for every operation the app serves."""
+    for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
+        for method in sorted((rule.methods or set()) - IMPLICIT_METHODS):
+            yield method, openapi_path(rule.rule), rule
+
+
+def openapi_path(rule: str) -> str:
+    """/items/<int:item_id> -> /items/{item_id}"""
+    return _CONVERTER.sub(lambda match: "{" + match["name"] + "}", rule)
+
+
+def required_scopes(app: Flask, rule: Rule) -> tuple[str, ...] | None:
+    """The scopes the view's @require_scopes checks, or None for a view without bearer auth."""
+    scopes = getattr(app.view_functions[rule.endpoint], "required_scopes", None)
+    return None if scopes is None else tuple(scopes)
+
+
+def _info(app: Flask) -> dict[str, Any]:
+    package = app.import_name.partition(".")[0]
+    try:
+        version = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        version = "0.0.0"  # running from a source tree that was not installed
+    return {
+        "title": package,
+        "version": version,
+        "description": (
+            "Errors are RFC 9457 problem details (application/problem+json). Access tokens: "
+            "RFC 6750 bearer JWTs (RFC 9068); webhooks are authenticated by their signatures."
+        ),
+    }
+
+
+def _paths(app: Flask) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for method, path, rule in documented_operations(app):
+        paths.setdefault(path, {})[method.lower()] = _operation(app, method, path, rule)
+    return paths
+
+
+def _operation(app: Flask, method: str, path: str, rule: Rule) -> dict[str, Any]:
+    described = DESCRIBED.get((method, path))
+    scopes = required_scopes(app, rule)
+    operation: dict[str, Any] = {
+        "operationId": f"{method.lower()}_{rule.endpoint.replace('.', '_')}",
+        "summary": described.summary if described else rule.endpoint,
+        "tags": [rule.endpoint.partition(".")[0] if "." in rule.endpoint else "app"],
+        "security": [{SECURITY_SCHEME: list(scopes)}] if scopes is not None else [],
+    }
+    parameters = _path_parameters(rule.rule) + _webhook_header_parameters(path)
+    if parameters:
+        operation["parameters"] = parameters
+    if path in WEBHOOK_DESCRIPTIONS:
+        operation["description"] = WEBHOOK_DESCRIPTIONS[path]
+    if described and described.request_body:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("schemas", described.request_body)}},
+        }
+    operation["responses"] = _responses(path, described, scopes)
+    return operation
+
+
+def _path_parameters(rule: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": match["name"],
+            "in": "path",
+            "required": True,
+            "schema": dict(_CONVERTER_SCHEMAS.get(match["converter"] or "", {"type": "string"})),
+        }
+        for match in _CONVERTER.finditer(rule)
+    ]
+
+
+def _webhook_header_parameters(path: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "in": "header",
+            "required": True,
+            "description": description,
+            "schema": _header_schema(name),
+        }
+        for name, description in WEBHOOK_SIGNATURE_HEADERS.get(path, ())
+    ]
+
+
+def _header_schema(name: str) -> dict[str, Any]:
+    pattern = WEBHOOK_HEADER_PATTERNS.get(name)
+    return {"type": "string", "pattern": pattern} if pattern else {"type": "string", "minLength": 1}
+
+
+def _responses(
+    path: str, described: Described | None, scopes: tuple[str, ...] | None
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    if described is None:
+        responses["200"] = {"description": "Success"}
+    else:
+        responses[str(described.status)] = {
+            "description": HTTPStatus(described.status).phrase,
+            "content": {"application/json": {"schema": _ref("schemas", described.schema)}},
+        }
+    for status in sorted(_error_statuses(path, described, scopes)):
+        responses[str(status)] = _ref("responses", _error_component(status, path))
+    return responses
+
+
+def _error_statuses(
+    path: str, described: Described | None, scopes: tuple[str, ...] | None
+) -> set[int]:
+    statuses = {405, *(described.errors if described else ())}
+    if "{" in path:
+        statuses.add(404)  # nothing behind this value of a path parameter
+    if scopes is not None:
+        statuses |= {400, 401, 503}
+    if scopes:
+        statuses.add(403)  # insufficient_scope: only where a scope is required
+    if path in WEBHOOK_SIGNATURE_HEADERS:
+        statuses |= {400, 401, 404, 409, 413, 500, 503}
+    if path.startswith(RATE_LIMITED_PREFIXES):
+        statuses.add(429)
+    return statuses
+
+
+def _error_component(status: int, path: str) -> str:
+    # A webhook's 401 carries no WWW-Authenticate challenge: it is not a bearer endpoint.
+    if status == 401 and path in WEBHOOK_SIGNATURE_HEADERS:
+        return "SignatureRejected"
+    return HTTPStatus(status).phrase.replace(" ", "").replace("-", "")
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+# --------------------------------------------------------------------------- components
+
+
+def _components() -> dict[str, Any]:
+    return {
+        "securitySchemes": {
+            SECURITY_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": (
+                    "OAuth 2.0 access token (RFC 9068 JWT) sent as `Authorization: Bearer`. "
+                    "Each operation lists the scopes it requires (`scope` or `scp` claim)."
+                ),
+            }
+        },
+        "schemas": _schemas(),
+        "responses": _error_responses(),
+    }
+
+
+def _error_responses() -> dict[str, Any]:
+    responses = {
+        _error_component(status, ""): _problem_response(description)
+        for status, description in ERROR_DESCRIPTIONS.items()
+    }
+    responses["SignatureRejected"] = _problem_response(
+        "Bad signature, timestamp outside the tolerance, or unknown secret."
+    )
+    challenge = {
+        "description": "RFC 6750 challenge: realm, and error/error_description/scope if any.",
+        "schema": {"type": "string"},
+    }
+    responses["Unauthorized"]["headers"] = {"WWW-Authenticate": {**challenge, "required": True}}
+    responses["Forbidden"]["headers"] = {"WWW-Authenticate": challenge}
+    responses["MethodNotAllowed"]["headers"] = {
+        "Allow": {"required": True, "schema": {"type": "string"}}
+    }
+    responses["Conflict"]["headers"] = {
+        "Retry-After": {"required": True, "schema": {"type": "string"}}
+    }
+    responses["ServiceUnavailable"]["headers"] = {
+        "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "string"}}
+    }
+    return responses
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": _ref("schemas", "Problem")}},
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    text = {"type": "string"}
+    return {
+        "Problem": {
+            "description": "RFC 9457 problem details; extension members may follow.",
+            "type": "object",
+            "required": ["type", "title", "status"],
+            "properties": {
+                "type": {"type": "string", "format": "uri-reference"},
+                "title": text,
+                "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                "detail": text,
+                "instance": text,
+                "request_id": text,
+                "error": {"description": "RFC 6750 error code, on bearer errors.", **text},
+            },
+            "additionalProperties": True,
+        },
+        "Health": _closed({"status": {"const": "ok"}}),
+        "Ready": _closed(
+            {"status": {"const": "ready"}, "checks": {"type": "array", "items": text}}
+        ),
+        "OpenApiDocument": {
+            "type": "object",
+            "required": ["openapi", "info", "paths"],
+            "properties": {"openapi": {"const": OPENAPI_VERSION}},
+        },
+        "Me": _closed(
+            {
+                "sub": text,
+                "scopes": {"type": "array", "items": text},
+                "client_id": {"type": ["string", "null"]},
+            }
+        ),
+        "Item": _closed(
+            {"id": {"type": "string", "format": "uuid"}, "name": text, "created_by": text}
+        ),
+        "ItemList": _closed({"items": {"type": "array", "items": _ref("schemas", "Item")}}),
+        "NewItem": _closed(
+            {
+                "name": {
+                    "description": "Trimmed; no control characters.",
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 200,
+                    "pattern": "\\S",
+                }
+            }
+        ),
+        "WebhookPayload": {
+            "description": "The sender's event, verified on the raw bytes before parsing.",
+            "type": "object",
+        },
+        "WebhookAck": _closed({"status": {"enum": ["accepted", "duplicate"]}}),
+    }
+
+
+def _closed(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": list(properties),
+        "properties": properties,
+        "additionalProperties": False,
+    }
