@@ -1,8 +1,8 @@
 # Template developer commands: `make test` runs every check; `make demo` bakes and serves.
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
-DEMO_DIR := .demo
-DEMO := $(DEMO_DIR)/secure-service
+DEMO_DIR ?= .demo
+DEMO = $(DEMO_DIR)/secure-service
 
 .PHONY: venv test lint demo demo-stop clean
 
@@ -30,12 +30,13 @@ lint: venv ## lint the template's own Python (baked code is linted by the tests)
 	$(PYTHON) -m ruff format --check hooks tests
 	$(PYTHON) -m mypy
 
+# The demo bake is not installed anywhere: scripts/devstack puts its src/ on gunicorn's path.
 demo: venv ## bake the defaults into .demo/ and serve them through nginx on https://localhost:8443
+	test ! -d $(DEMO) || $(MAKE) -C $(DEMO) stop VENV=$(abspath $(VENV))
 	rm -rf $(DEMO_DIR)
 	$(PYTHON) -m cookiecutter --no-input -o $(DEMO_DIR) .
-	$(PYTHON) -m pip install --quiet --no-deps -e $(DEMO)
 	$(MAKE) -C $(DEMO) run VENV=$(abspath $(VENV))
-	@echo "Try: curl --cacert $(DEMO)/certs/ca.pem https://localhost:8443/healthz"
+	@echo "Try: curl --cacert $(DEMO)/certs/ca.pem https://localhost:$${HTTPS_PORT:-8443}/healthz"
 	@echo "Stop: make demo-stop"
 
 demo-stop:

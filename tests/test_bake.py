@@ -119,6 +119,22 @@ def test_ci_files_follow_the_option(
         assert not (project / ".gitlab-ci.yml").exists()
 
 
+@pytest.mark.parametrize(
+    ("tls_profile", "protocols"),
+    [("intermediate", "ssl_protocols TLSv1.2 TLSv1.3;"), ("modern", "ssl_protocols TLSv1.3;")],
+)
+def test_nginx_uses_only_the_chosen_tls_profile(
+    bakery: Bakery, tls_profile: str, protocols: str
+) -> None:
+    project = bakery(tls_profile=tls_profile)
+    templates = project / "deploy/nginx/templates"
+    snippets = sorted(p.name for p in (templates / "snippets").glob("tls-*"))
+    assert snippets == [f"tls-{tls_profile}.conf.template"]
+    assert protocols in (templates / "snippets" / snippets[0]).read_text()
+    site = (templates / "default.conf.template").read_text()
+    assert f"snippets/tls-{tls_profile}.conf;" in site
+
+
 @pytest.mark.parametrize("answers", SUPPORTED)
 def test_python_version_is_stated_once_and_derived(bakery: Bakery, answers: dict[str, str]) -> None:
     project = bakery(**answers)
