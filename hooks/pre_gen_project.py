@@ -63,11 +63,21 @@ class InvalidAnswer(ValueError):
     """An answer that cannot be baked; the message names the variable and the rule."""
 
 
-def validate_project_name(name: str) -> None:
-    if not name.strip() or any(ch in name for ch in '\r\n"\\'):
+# Free text lands inside Python docstrings and TOML strings: a quote, backslash or control
+# character there could end the string and inject code into the baked service.
+UNSAFE_TEXT = re.compile(r"[\"'\\\x00-\x1f\x7f]")
+
+
+def validate_free_text(variable: str, value: str) -> None:
+    if not value.strip() or UNSAFE_TEXT.search(value):
         raise InvalidAnswer(
-            "project_name must be non-empty and contain no quotes, backslashes or line breaks"
+            f"{variable} must be non-empty and contain no quotes, backslashes or control "
+            "characters (line breaks included)"
         )
+
+
+def validate_project_name(name: str) -> None:
+    validate_free_text("project_name", name)
 
 
 def validate_project_slug(slug: str) -> None:
@@ -118,6 +128,8 @@ def validate_choices(context: dict[str, str]) -> None:
 
 def validate(context: dict[str, str]) -> None:
     validate_project_name(context["project_name"])
+    validate_free_text("description", context["description"])
+    validate_free_text("author_name", context["author_name"])
     validate_project_slug(context["project_slug"])
     validate_package_name(context["package_name"])
     validate_domain_name(context["domain_name"])

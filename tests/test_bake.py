@@ -35,6 +35,9 @@ UNSUPPORTED = [
     pytest.param({"domain_name": "api_example.com"}, "domain_name", id="domain-underscore"),
     pytest.param({"domain_name": "https://api.example.com"}, "domain_name", id="domain-url"),
     pytest.param({"author_email": "nobody"}, "author_email", id="email-malformed"),
+    pytest.param(
+        {"description": 'x"""\nimport os\n"""'}, "description", id="description-injection"
+    ),
     pytest.param({"tls_profile": "old"}, "tls_profile", id="tls-profile-unknown"),
 ]
 

@@ -68,7 +68,27 @@ BAD = [
     ("validate_author_email", "a@b", "author_email"),
     ("validate_project_name", "   ", "project_name"),
     ("validate_project_name", 'Evil"""name', "project_name"),
+    ("validate_project_name", "O'Brien API", "project_name"),
 ]
+
+INJECTIONS = [
+    pytest.param("description", 'x"""\nimport os; os.system("id")\n"""', id="docstring-breakout"),
+    pytest.param("description", "line one\nline two", id="description-newline"),
+    pytest.param("author_name", 'Eve"\ndependencies = ["evil"]', id="toml-breakout"),
+    pytest.param("author_name", "back\\slash", id="backslash"),
+    pytest.param("description", "", id="empty-description"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), INJECTIONS)
+def test_free_text_that_could_escape_its_string_is_rejected(variable: str, value: str) -> None:
+    with pytest.raises(pre_gen.InvalidAnswer, match=f"^{variable} "):
+        pre_gen.validate_free_text(variable, value)
+
+
+def test_ordinary_free_text_is_accepted() -> None:
+    pre_gen.validate_free_text("description", "Payments API: ledgers, refunds & reports (v2).")
+    pre_gen.validate_free_text("author_name", "Zoë Müller-Øster")
 
 
 @pytest.mark.parametrize(("validator", "value"), GOOD, ids=[v for _, v in GOOD])
