@@ -158,6 +158,21 @@ class LiveStack:
         pid = int((self.run_dir / "gunicorn.pid").read_text().strip())
         os.killpg(pid, signal.SIGKILL)
 
+    def gunicorn_worker_pids(self) -> list[int]:
+        """The gunicorn master's children (its workers), from /proc; [] where there is none."""
+        master = int((self.run_dir / "gunicorn.pid").read_text().strip())
+        workers = []
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                # Field 4 of /proc/<pid>/stat is the parent; the command name before it is
+                # parenthesised and may contain spaces.
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == master:
+                workers.append(int(entry.name))
+        return sorted(workers)
+
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str) -> None:
@@ -452,3 +467,53 @@ def mozilla_stack(
         key_file=certificates.key_file,
         ca_file=certificates.ca_file,
     )
+
+
+# --- test only: a route that raises, for following an unhandled exception through the logs ---
+
+RAISING_ROUTE = "/_stack-test/raise"
+RAISING_ROUTE_MESSAGE = "STACK_TEST_RAISE_MESSAGE"
+
+_RAISING_ROUTE_LAUNCHER = '''#!@PYTHON@
+"""Written by tests/stack.py, for tests only: gunicorn serving the app plus @ROUTE@, which
+raises RuntimeError(os.environ["@MESSAGE@"]). devstack runs this file as its Python
+interpreter (DEVSTACK_PYTHON), with the arguments "-m gunicorn ..."."""
+
+import os
+import sys
+
+from gunicorn.app.wsgiapp import WSGIApplication
+
+
+def fail():
+    raise RuntimeError(os.environ["@MESSAGE@"])
+
+
+class AppWithRaisingRoute(WSGIApplication):
+    def load_wsgiapp(self):
+        app = super().load_wsgiapp()
+        app.add_url_rule("@ROUTE@", "stack_test_raise", fail)
+        return app
+
+
+if sys.argv[1:3] != ["-m", "gunicorn"]:
+    sys.exit("expected the arguments -m gunicorn ...")
+sys.argv = ["gunicorn", *sys.argv[3:]]
+AppWithRaisingRoute("%(prog)s [OPTIONS] [APP_MODULE]", prog="gunicorn").run()
+'''
+
+
+def raising_route_settings(directory: Path, message: str) -> dict[str, str]:
+    """Settings for start_stack(): the app also serves RAISING_ROUTE, raising RuntimeError.
+
+    Test only. The service has no route that fails on purpose and must not grow one, nor a
+    setting for it; so the route is added from outside, by a launcher written to `directory`
+    that devstack runs as its interpreter (DEVSTACK_PYTHON). Nothing under src/ knows of it.
+    The message travels in the environment, so the traceback's source line does not hold it.
+    """
+    launcher = directory / "python-with-raising-route"
+    text = _RAISING_ROUTE_LAUNCHER.replace("@PYTHON@", sys.executable)
+    text = text.replace("@ROUTE@", RAISING_ROUTE).replace("@MESSAGE@", RAISING_ROUTE_MESSAGE)
+    launcher.write_text(text, encoding="utf-8")
+    launcher.chmod(0o700)
+    return {"DEVSTACK_PYTHON": str(launcher), RAISING_ROUTE_MESSAGE: message}

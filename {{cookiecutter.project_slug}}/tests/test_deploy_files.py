@@ -98,10 +98,22 @@ def test_templates_use_no_bare_uppercase_variables() -> None:
 def test_access_log_never_records_query_strings() -> None:
     text = (NGINX_DIR / "templates" / "default.conf.template").read_text()
     log_format = text.split("log_format json", 1)[1].split(";", 1)[0]
-    for variable in ("$request_uri", "$request ", '$request"', "$args", "$query_string"):
+    for variable in ("$request_uri", "$request ", '$request"', "$args", "$arg_", "$query_string"):
         assert variable not in log_format
+    # No request header either (Referer carries other sites' query strings).
+    assert "$http_" not in log_format
     assert "$request_id" in log_format
-    assert "$uri" in log_format
+    # The path comes from the request line, cut at the first "?".
+    assert '"path":"$log_path"' in log_format
+    assert 'map $request_uri $log_path {\n    "~^([^?]*)" $1;\n}' in text
+
+
+def test_error_log_level_never_quotes_requests() -> None:
+    """Below alert, nginx's lines about a request quote its request line, Host and Referer
+    (a missing upstream socket is logged at crit)."""
+    for path in TEMPLATES:
+        for directive in re.findall(r"^\s*error_log\s+[^;]*;", path.read_text(), re.MULTILINE):
+            assert re.search(r"\s(alert|emerg);$", directive), (path.name, directive)
 
 
 def test_every_https_response_path_sets_hsts() -> None:
