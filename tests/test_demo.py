@@ -45,7 +45,7 @@ def test_make_demo_serves_healthz_over_https_trusted_by_the_bake_ca(
     project, https_port = demo
     context = ssl.create_default_context(cafile=str(project / "certs" / "ca.pem"))
     url = f"https://localhost:{https_port}/healthz"
-    with urllib.request.urlopen(url, context=context, timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(url, context=context, timeout=10) as response:
         assert response.status == 200
         assert json.load(response) == {"status": "ok"}
         assert response.headers["Strict-Transport-Security"].startswith("max-age=")

@@ -9,12 +9,17 @@ from __future__ import annotations
 import os
 import sys
 
+from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.logs import gunicorn_logconfig_dict
-from {{ cookiecutter.package_name }}.settings import ConfigError, load_settings
+from {{ cookiecutter.package_name }}.settings import read_environment
+
+# The same view of the environment as the app's settings (`.env` under the real environment),
+# so that e.g. WEB_CONCURRENCY means one thing to gunicorn and to the settings that check it.
+ENVIRONMENT = read_environment()
 
 
 def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
+    raw = ENVIRONMENT.get(name, "").strip()
     if not raw:
         return default
     try:
@@ -27,7 +32,7 @@ wsgi_app = "{{ cookiecutter.package_name }}:create_app()"
 
 # 127.0.0.1 by default: never listen on a public interface unless told to (compose binds
 # 0.0.0.0:8000 inside its private network, devstack a unix socket under a 0700 directory).
-bind = [os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")]
+bind = [ENVIRONMENT.get("GUNICORN_BIND", "127.0.0.1:8000")]
 
 # Measured on 2 cores through nginx over TLS (benchmarks/gunicorn_sizing.py, README "Sizing
 # gunicorn"): workers = cores with 2 threads kept the lowest p99 when the CPUs were contended
@@ -55,7 +60,7 @@ limit_request_field_size = env_int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190)
 # its remaining extras (h2c upgrade). Note (gunicorn docs): it does not apply to unix sockets,
 # whose peers are "treated as allowed, unconditionally"; the socket directory's permissions
 # (devstack: 0700) are the fence there, and nginx overwrites every forwarding header anyway.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+forwarded_allow_ips = ENVIRONMENT.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 secure_scheme_headers: dict[str, str] = {}
 forwarder_headers = ""
 # Headers with underscores are dropped rather than merged with their dashed twins.
@@ -65,24 +70,27 @@ umask = 0o007
 
 # gunicorn 27 opens a control socket in $HOME by default; several stacks on one machine would
 # share it and it lets any process of this user resize or stop the server. Opt in explicitly.
-control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "") == ""
+control_socket_disable = ENVIRONMENT.get("GUNICORN_CONTROL_SOCKET", "") == ""
 if not control_socket_disable:
-    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+    control_socket = ENVIRONMENT["GUNICORN_CONTROL_SOCKET"]
 
 # gunicorn sends "Server: gunicorn" without a version; nginx replaces it anyway.
 
 # Logs go to stderr/stdout; devstack redirects them under var/log/.
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
-errorlog = os.environ.get("GUNICORN_ERROR_LOG", "-")
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+accesslog = ENVIRONMENT.get("GUNICORN_ACCESS_LOG", "-")
+errorlog = ENVIRONMENT.get("GUNICORN_ERROR_LOG", "-")
+loglevel = ENVIRONMENT.get("LOG_LEVEL", "info").lower()
 
 
 def on_starting(server: object) -> None:
-    """Check the settings once in the master, so a bad configuration stops gunicorn with one
-    line naming the setting instead of every worker failing to boot with a traceback."""
+    """Build the app once in the master before any worker starts, so that a bad configuration
+    stops gunicorn with one line naming the setting instead of every worker failing to boot
+    with a traceback. Building it (not only reading the settings) also runs each security
+    module's own checks: keys that do not parse, a replay store that cannot be opened."""
     try:
-        load_settings()
-    except ConfigError as error:
+        create_app()
+    # ConfigError and each module's own configuration errors are all ValueErrors.
+    except ValueError as error:
         sys.stderr.write(f"configuration error: {error}\n")
         raise SystemExit(1) from None
 

@@ -56,6 +56,8 @@ UNSAFE_PRODUCTION = [
     pytest.param({"HSTS_PRELOAD": "maybe"}, "HSTS_PRELOAD", id="flag-garbage"),
     pytest.param({"TRUSTED_PROXY_HOPS": "-1"}, "TRUSTED_PROXY_HOPS", id="negative-hops"),
     pytest.param({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", id="unknown-log-level"),
+    pytest.param({"JWT_ISSUER": "https://dev-issuer.localhost/"}, "JWT_ISSUER", id="dev-issuer"),
+    pytest.param({"JWT_ISSUER": "http://127.0.0.1:9000/"}, "JWT_ISSUER", id="loopback-issuer"),
 ]
 
 
@@ -119,7 +121,14 @@ def test_webhook_secrets_are_split_for_rotation(base_env: dict[str, str]) -> Non
 
 def test_secrets_never_appear_in_repr_or_errors(base_env: dict[str, str]) -> None:
     secret = base_env["WEBHOOK_SECRET"]
-    settings = load_settings({**base_env, "GITHUB_WEBHOOK_SECRET": "gh-secret-value"})
+    settings = load_settings(
+        {
+            **base_env,
+            "GITHUB_WEBHOOK_SECRET": "gh-secret-value",
+            "REPLAY_STORE_URL": "rediss://default:redis-password@redis.internal:6380/0",
+        }
+    )
+    assert "redis-password" not in repr(settings)
     assert secret not in repr(settings)
     assert "gh-secret-value" not in repr(settings)
     with pytest.raises(ConfigError) as caught:

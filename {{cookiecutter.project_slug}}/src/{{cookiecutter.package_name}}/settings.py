@@ -51,7 +51,6 @@ class Settings:
     jwt_jwks_cooldown_seconds: int
     jwt_dev_private_key_file: str | None
     webhook_tolerance_seconds: int
-    replay_store_url: str | None
     trusted_proxy_hops: int
     hsts_max_age: int
     hsts_preload: bool
@@ -61,6 +60,8 @@ class Settings:
     webhook_secret: tuple[str, ...] = field(repr=False)
     github_webhook_secret: str | None = field(repr=False)
     stripe_webhook_secret: str | None = field(repr=False)
+    # A redis:// URL may carry a password.
+    replay_store_url: str | None = field(repr=False)
 
     @property
     def is_production(self) -> bool:
@@ -164,7 +165,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("HSTS_PRELOAD", f"needs HSTS_MAX_AGE of at least {HSTS_PRELOAD_MIN_AGE}")
     return Settings(
         app_env=app_env,
-        jwt_issuer=reader.required("JWT_ISSUER", "required: the exact `iss` of accepted tokens"),
+        jwt_issuer=read_issuer(reader, production),
         jwt_audience=reader.required("JWT_AUDIENCE", "required: this API's identifier in `aud`"),
         jwt_jwks_url=jwks_url,
         jwt_public_key_file=public_key_file,
@@ -193,6 +194,16 @@ def refuse_debug_in_production(reader: _Reader, production: bool) -> None:
     # The Werkzeug debugger runs arbitrary code for whoever reaches it.
     if production and reader.flag("FLASK_DEBUG"):
         raise ConfigError("FLASK_DEBUG", "must be off in production (the debugger executes code)")
+
+
+def read_issuer(reader: _Reader, production: bool) -> str:
+    issuer = reader.required("JWT_ISSUER", "required: the exact `iss` of accepted tokens")
+    host = urlsplit(issuer).hostname or ""
+    # The bake's .env trusts a local dev issuer whose private key sits in keys/: a production
+    # start that picked that file up would accept tokens anyone on this host can mint.
+    if production and (host.endswith(".localhost") or is_loopback(host)):
+        raise ConfigError("JWT_ISSUER", "is a local development issuer; use your provider's")
+    return issuer
 
 
 def read_algorithms(reader: _Reader) -> tuple[str, ...]:
