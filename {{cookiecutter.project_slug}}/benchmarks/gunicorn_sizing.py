@@ -11,6 +11,7 @@ wrk and the bake's certs/. Rate limiting is switched off for the run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -18,12 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from stack import bake_certificates, launch_stack, run_devstack
+from stack import LiveStack, bake_certificates, launch_stack, run_devstack
 
 CORES = os.cpu_count() or 1
 SIZINGS = {
@@ -72,7 +74,9 @@ def run_wrk(url: str, token: str, duration: int, connections: int) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
-def measure(name: str, settings: dict[str, str], args: argparse.Namespace) -> dict[str, str]:
+@contextlib.contextmanager
+def benchmark_stack(settings: dict[str, str]) -> Iterator[LiveStack]:
+    """The native stack on free ports, rate limiting off, quiet logs; stopped afterwards."""
     cert, key, ca = bake_certificates()
     state = Path(tempfile.mkdtemp(prefix="bench-"))
     stack = launch_stack(
@@ -83,16 +87,21 @@ def measure(name: str, settings: dict[str, str], args: argparse.Namespace) -> di
         settings={**settings, "RATE_LIMIT_PER_SECOND": "0", "LOG_LEVEL": "WARNING"},
     )
     try:
+        yield stack
+    finally:
+        run_devstack("down", stack.env)
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(stack.run_dir, ignore_errors=True)
+
+
+def measure(name: str, settings: dict[str, str], args: argparse.Namespace) -> dict[str, str]:
+    with benchmark_stack(settings) as stack:
         token = token_for(stack.issuer, stack.audience, stack.private_key_pem)
         check = stack.https("GET", args.path, headers={"Authorization": f"Bearer {token}"})
         if check.status != 200:
             raise SystemExit(f"{args.path} answered {check.status}: {check.body[:200]!r}")
         run_wrk(stack.url(args.path), token, 3, args.connections)  # warm-up
         output = run_wrk(stack.url(args.path), token, args.duration, args.connections)
-    finally:
-        run_devstack("down", stack.env)
-        shutil.rmtree(state, ignore_errors=True)
-        shutil.rmtree(stack.run_dir, ignore_errors=True)
     result = {"sizing": name, "req/s": RATE_LINE.search(output).group(1)}  # type: ignore[union-attr]
     result.update({f"p{p}": value for p, value in LATENCY_LINE.findall(output)})
     return result
