@@ -1,16 +1,19 @@
 """bearer.py with keys from a JWKS served by a real HTTP server on 127.0.0.1.
 
-Start-up fetch, no fetch per request, key rotation, provider outages with and without cached
-keys, and a refetch storm bounded by the cooldown.
+Start-up fetch, no fetch per request, key rotation (also in the middle of a verification),
+provider outages with and without cached keys, hostile JWKS documents, and a refetch storm
+bounded by the cooldown.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -36,6 +39,46 @@ def key_b() -> RSAKey:
 @pytest.fixture
 def server() -> Iterator[JwksServer]:
     jwks = JwksServer()
+    yield jwks
+    jwks.stop()
+
+
+class RawJwksServer:
+    """Serves `body` verbatim: JwksServer only sends documents that json.dumps produced."""
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.hits = 0
+        self.url = ""
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(server.body)))
+                self.end_headers()
+                self.wfile.write(server.body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        # A unique path: bearer.py caches per URL and process, and ports get reused.
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/jwks-{uuid.uuid4().hex}.json"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def raw_server() -> Iterator[RawJwksServer]:
+    jwks = RawJwksServer()
     yield jwks
     jwks.stop()
 
@@ -195,6 +238,36 @@ def test_retired_kid_is_rejected_once_the_cache_expires(
     assert call(app, mint(key_b, make_claims())).status_code == 200
 
 
+def test_kid_retired_while_its_token_is_verified_is_not_cached(
+    server: JwksServer, key_a: RSAKey, key_b: RSAKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.publish(key_a)
+    app = jwks_app(server.url)
+    keys = app.extensions["bearer"].keys
+    token = mint(key_a, make_claims(jti="raced"))
+    real_decode = jwt.decode
+    rotations: list[int] = []
+
+    def decode_while_the_provider_retires_key_a(*args: Any, **kwargs: Any) -> Any:
+        # The race made deterministic: between the key lookup and the cache write, another
+        # request's refresh sees the provider's new key set, which no longer holds key_a.
+        if not rotations:
+            server.publish(key_b)
+            keys.refresh(wait=True)
+            rotations.append(keys.generation)
+        return real_decode(*args, **kwargs)
+
+    # The jwt module object is the one bearer.py calls, so this reaches its jwt.decode().
+    monkeypatch.setattr(jwt, "decode", decode_while_the_provider_retires_key_a)
+    # Judged with the key valid when the request began: accepted, like any in-flight request.
+    assert call(app, token).status_code == 200
+    assert rotations
+    response = call(app, token)
+    assert response.status_code == 401
+    assert response.get_json()["detail"] == "The access token was signed by an unknown key"
+    assert call(app, mint(key_b, make_claims())).status_code == 200
+
+
 # --------------------------------------------------------------------- outages
 
 
@@ -239,6 +312,51 @@ def test_outage_with_nothing_cached_is_503(server: JwksServer, key_a: RSAKey, ho
     assert response.get_json()["status"] == 503
     assert "Retry-After" in response.headers
     assert not ready(app)
+
+
+HOSTILE_JWKS = ["unclosed-arrays", "deep-keys", "deep-closed-arrays", "unhashable-alg"]
+
+
+def hostile_jwks(name: str, key: RSAKey) -> bytes:
+    """Documents that made the JSON parser or the key filter raise something unexpected."""
+    if name == "unclosed-arrays":
+        return b"[" * 200_000
+    if name == "deep-keys":
+        return b'{"keys": ' + b"[" * 200_000
+    if name == "deep-closed-arrays":
+        return b"[" * 100_000 + b"]" * 100_000
+    if name == "unhashable-alg":
+        return json.dumps({"keys": [public_jwk(key, alg=["RS256"])]}).encode()
+    raise ValueError(name)
+
+
+@pytest.mark.parametrize("name", HOSTILE_JWKS)
+def test_hostile_jwks_at_start_is_an_outage_not_a_crash(
+    raw_server: RawJwksServer, key_a: RSAKey, name: str
+) -> None:
+    raw_server.body = hostile_jwks(name, key_a)
+    app = jwks_app(raw_server.url)  # starts anyway, as for any other unusable document
+    assert raw_server.hits == 1
+    response = call(app, mint(key_a, make_claims()))
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert not ready(app)
+
+
+@pytest.mark.parametrize("name", HOSTILE_JWKS)
+def test_hostile_jwks_after_start_keeps_cached_keys(
+    raw_server: RawJwksServer, key_a: RSAKey, key_b: RSAKey, name: str
+) -> None:
+    raw_server.body = json.dumps({"keys": [public_jwk(key_a)]}).encode()
+    app = jwks_app(raw_server.url)
+    raw_server.body = hostile_jwks(name, key_a)
+    # An unknown kid refetches at once (cooldown 0 here), so the hostile document is parsed now.
+    unknown = call(app, mint(key_b, make_claims()))
+    assert raw_server.hits == 2
+    assert unknown.status_code == 401, unknown.get_data(as_text=True)[:200]
+    assert error_of(unknown) == "invalid_token"
+    assert call(app, mint(key_a, make_claims(jti="after-hostile"))).status_code == 200
+    assert ready(app)
 
 
 def test_unreachable_host_with_nothing_cached_is_503(key_a: RSAKey) -> None:

@@ -135,10 +135,22 @@ class Gunicorn:
     count_file: Path
     process: subprocess.Popen[bytes]
 
-    def request(self, method: str, path: str, body: bytes = b"", headers: Any = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Any = None,
+        *,
+        chunked: bool = False,
+    ) -> Any:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        # An iterable body has no length: http.client then sends Transfer-Encoding: chunked.
+        pieces = (body[start : start + 65536] for start in range(0, len(body), 65536))
         try:
-            connection.request(method, path, body=body, headers=headers or {})
+            connection.request(
+                method, path, body=pieces if chunked else body, headers=headers or {}
+            )
             response = connection.getresponse()
             payload = response.read()
             return response.status, dict(response.getheaders()), payload
@@ -257,6 +269,12 @@ def assert_processed_exactly_once(server: Gunicorn, msg_id: str) -> None:
     assert len(server.processed()) == 1
 
 
+def signed_body_of(size: int, msg_id: str) -> tuple[bytes, dict[str, str]]:
+    prefix, suffix = b'{"type": "order.paid", "pad": "', b'"}'
+    body = prefix + b"x" * (size - len(prefix) - len(suffix)) + suffix
+    return body, sign(msg_id, body)
+
+
 @pytest.fixture
 def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     ci_requires("redis-server")
@@ -298,6 +316,21 @@ def test_concurrent_identical_deliveries_are_processed_once_with_sqlite(
     sqlite_gunicorn: Gunicorn,
 ) -> None:
     assert_processed_exactly_once(sqlite_gunicorn, "msg_sqlite_concurrent")
+
+
+def test_chunked_body_over_the_limit_is_413_through_gunicorn(sqlite_gunicorn: Gunicorn) -> None:
+    # gunicorn marks a chunked body as terminated; werkzeug then caps it at the limit silently.
+    limit = 1024 * 1024
+    body, headers = signed_body_of(limit + 1, "msg_chunked_over")
+    status, response_headers, payload = sqlite_gunicorn.request(
+        "POST", "/hook", body, headers, chunked=True
+    )
+    assert (status, json.loads(payload)["status"]) == (413, 413), payload[:200]
+    assert response_headers["Content-Type"] == "application/problem+json"
+    body, headers = signed_body_of(limit, "msg_chunked_at_limit")
+    status, _, payload = sqlite_gunicorn.request("POST", "/hook", body, headers, chunked=True)
+    assert (status, json.loads(payload)) == (200, {"status": "accepted"})
+    assert [line.split()[1] for line in sqlite_gunicorn.processed()] == ["msg_chunked_at_limit"]
 
 
 def test_default_store_is_shared_by_gunicorn_workers(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import base64
 import functools
 import hashlib
 import hmac
+import io
 import json
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ import stripe
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.datastructures import Headers
+from werkzeug.test import EnvironBuilder, TestResponse
+from werkzeug.wrappers import Request
 
 from {{ cookiecutter.package_name }} import events, webhooks
 
@@ -366,6 +369,42 @@ def test_body_of_exactly_one_mebibyte_is_read(webhook_client: FlaskClient) -> No
     assert len(body) == 1024 * 1024
     response = webhook_client.post("/webhooks/events", data=body, headers=sw_delivery(body))
     assert response.status_code == 200
+
+
+def post_chunked(client: FlaskClient, body: bytes, headers: dict[str, str]) -> TestResponse:
+    """Post as gunicorn hands over a chunked request: no Content-Length, and the server (not
+    the app) ends the stream, which it says with wsgi.input_terminated."""
+    environ = EnvironBuilder(
+        path="/webhooks/events",
+        method="POST",
+        headers=Headers({**headers, "Transfer-Encoding": "chunked"}),
+        input_stream=io.BytesIO(body),
+    ).get_environ()
+    del environ["CONTENT_LENGTH"]
+    environ["wsgi.input_terminated"] = True
+    return client.open(Request(environ))
+
+
+def sized_body(size: int) -> bytes:
+    prefix, suffix = b'{"type": "big", "pad": "', b'"}'
+    return prefix + b"x" * (size - len(prefix) - len(suffix)) + suffix
+
+
+@pytest.mark.parametrize("app_limit", [1024 * 1024, None], ids=["app-1MiB", "app-unlimited"])
+def test_chunked_body_over_one_mebibyte_is_413_not_truncated(
+    tmp_path: Path, app_limit: int | None
+) -> None:
+    # Truncated at the limit, the body would fail its signature: a misleading 401.
+    client = bare_app(tmp_path, MAX_CONTENT_LENGTH=app_limit).test_client()
+    body = sized_body(1024 * 1024 + 1)
+    problem = assert_problem(post_chunked(client, body, sw_delivery(body)), 413)
+    assert problem["detail"] == "body larger than the webhook limit"
+
+
+def test_chunked_body_of_exactly_one_mebibyte_is_read(webhook_client: FlaskClient) -> None:
+    body = sized_body(1024 * 1024)
+    response = post_chunked(webhook_client, body, sw_delivery(body))
+    assert (response.status_code, response.get_json()) == (200, {"status": "accepted"})
 
 
 # --- rotation ---------------------------------------------------------------------------------

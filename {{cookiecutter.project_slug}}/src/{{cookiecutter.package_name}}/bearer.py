@@ -256,11 +256,13 @@ class _Verifier:
         if cached is not None:
             return cached
         header = self._checked_header(token)
-        key = self.keys.key_for(header["alg"], header.get("kid"))
+        key, generation = self.keys.key_for(header["alg"], header.get("kid"))
         claims = self._decoded_claims(token, key, header["alg"])
         principal = _principal_from(claims)
+        # Cached under the generation the key came from, never the one current now: a refresh
+        # that retired the key during decode() must void this entry, not adopt it.
         # PyJWT accepts while exp > now - leeway; the cache must not stretch that.
-        self.cache.put(digest, principal, float(claims["exp"]) + self.leeway, self.keys.generation)
+        self.cache.put(digest, principal, float(claims["exp"]) + self.leeway, generation)
         return principal
 
     def _checked_header(self, token: str) -> dict[str, Any]:
@@ -476,11 +478,11 @@ class _StaticKey:
                 f"({', '.join(algorithms)})"
             )
 
-    def key_for(self, alg: str, kid: object) -> Any:
+    def key_for(self, alg: str, kid: object) -> tuple[Any, int]:
         key = self._by_alg.get(alg)
         if key is None:
             raise _invalid_token("The token signing algorithm does not fit the key")
-        return key
+        return key, self.generation
 
     def refresh_if_stale(self) -> None:
         return None
@@ -499,6 +501,11 @@ class _JwksError(Exception):
     pass
 
 
+# The keys and the generation that names them, swapped as one tuple: a reader gets the old
+# pair or the new pair, never new keys under an old generation (or the reverse).
+_KeySnapshot = tuple[Mapping[str, _Jwk], int]
+
+
 class _JwksKeys:
     """Process-wide cache of one JWKS URL.
 
@@ -512,30 +519,37 @@ class _JwksKeys:
         self.max_age = max_age
         self.cooldown = cooldown
         self.timeout = timeout
-        self.generation = 0
         self.fetch_count = 0
-        self._keys: dict[str, _Jwk] = {}
+        self._snapshot: _KeySnapshot = (MappingProxyType({}), 0)
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._lock = threading.Lock()
 
-    def key_for(self, alg: str, kid: object) -> Any:
+    @property
+    def generation(self) -> int:
+        """Bumped whenever the key set changes; verified tokens are cached per generation."""
+        return self._snapshot[1]
+
+    def key_for(self, alg: str, kid: object) -> tuple[Any, int]:
+        """The key for kid and the generation of the key set it was found in."""
+        keys, generation = self._snapshot
         if not isinstance(kid, str) or not kid:
-            if not self._keys:
+            if not keys:
                 raise _KeysUnavailable
             raise _invalid_token("The access token has no key id")
-        entry = self._keys.get(kid)
+        entry = keys.get(kid)
         if entry is None and self._cooldown_over():
             self.refresh(wait=True)
-            entry = self._keys.get(kid)
+            keys, generation = self._snapshot
+            entry = keys.get(kid)
         if entry is None:
-            if not self._keys:
+            if not keys:
                 raise _KeysUnavailable
             raise _invalid_token("The access token was signed by an unknown key")
         # RFC 8725 section 3.1: a key published for one algorithm is used with that one only.
         if entry.alg is not None and entry.alg != alg:
             raise _invalid_token("The token signing algorithm does not fit the key")
-        return entry.key
+        return entry.key, generation
 
     def refresh_if_stale(self) -> None:
         fetched_at = self._fetched_at
@@ -545,9 +559,9 @@ class _JwksKeys:
             self.refresh(wait=False)
 
     def usable(self) -> bool:
-        if not self._keys and self._cooldown_over():
+        if not self._snapshot[0] and self._cooldown_over():
             self.refresh(wait=True)
-        return bool(self._keys)
+        return bool(self._snapshot[0])
 
     def refresh(self, *, wait: bool) -> None:
         if not self._lock.acquire(blocking=wait):
@@ -558,13 +572,18 @@ class _JwksKeys:
             self._attempted_at = time.monotonic()
             self.fetch_count += 1
             try:
-                keys = _parse_jwks(_download_jwks(self.url, self.timeout))
-            except _JwksError as exc:
-                logger.warning("JWKS fetch from %s failed (%s); keeping cached keys", self.url, exc)
+                fetched = _parse_jwks(_download_jwks(self.url, self.timeout))
+            except (_JwksError, *_PARSE_ERRORS) as exc:
+                # Whatever the document holds, it costs this fetch only: at start-up the app
+                # still starts (503 until keys arrive), later the cached keys stay in use.
+                reason = str(exc) if isinstance(exc, _JwksError) else type(exc).__name__
+                logger.warning(
+                    "JWKS fetch from %s failed (%s); keeping cached keys", self.url, reason
+                )
                 return
-            if keys != self._keys:
-                self.generation += 1
-            self._keys = keys
+            keys, generation = self._snapshot
+            if fetched != keys:
+                self._snapshot = (MappingProxyType(fetched), generation + 1)
             self._fetched_at = self._attempted_at
         finally:
             self._lock.release()
@@ -617,6 +636,9 @@ def _download_jwks(url: str, timeout: float) -> Any:
         return json.loads(body)
     except ValueError:
         raise _JwksError("not JSON") from None
+    except RecursionError:
+        # "[" * 200000 fits the size limit; the C parser then gives up with RecursionError.
+        raise _JwksError("JSON nested too deeply") from None
 
 
 def _parse_jwks(document: Any) -> dict[str, _Jwk]:
@@ -641,7 +663,8 @@ def _usable_jwk(item: Any) -> _Jwk | None:
     if item.get("use", "sig") != "sig":
         return None
     alg = item.get("alg")
-    if alg is not None and alg not in ASYMMETRIC_ALGORITHMS:
+    # isinstance first: an unhashable alg (a list) would make the set lookup raise TypeError.
+    if alg is not None and (not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS):
         return None
     try:
         key = jwt.PyJWK(item).key

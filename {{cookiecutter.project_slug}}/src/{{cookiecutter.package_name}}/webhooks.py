@@ -742,15 +742,23 @@ class Receiver:
 
 
 def _read_body(limit: int) -> bytes:
-    # Flask >= 3.1 allows a per-request limit; it must be set before the stream is first read.
-    if request.max_content_length is None or request.max_content_length > limit:
-        request.max_content_length = limit
+    too_large = WebhookRejected(413, "body larger than the webhook limit")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    # A chunked body has no Content-Length. Werkzeug then stops reading at max_content_length
+    # without an error, so a cap of `limit` would truncate silently (and the truncated body
+    # fail its signature: a misleading 401). Reading one byte more tells "too large" apart.
+    # Flask >= 3.1 allows this per-request limit; it must be set before the stream is read.
+    request.max_content_length = limit + 1
     try:
-        return request.get_data(cache=True)
+        body = request.get_data(cache=True)
     except RequestEntityTooLarge:
-        raise WebhookRejected(413, "body larger than the webhook limit") from None
+        raise too_large from None
     except ClientDisconnected:
         raise WebhookRejected(400, "body incomplete") from None
+    if len(body) > limit:
+        raise too_large
+    return body
 
 
 def _json_string(payload: Any, key: str) -> str | None:
