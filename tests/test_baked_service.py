@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import under_ci
+from conftest import Bakery, under_ci
 
 VENV = Path(sys.prefix)
 PYTEST_SUMMARY = re.compile(r"\b\d+ passed\b.* in [\d.]+s")
@@ -38,6 +38,23 @@ def test_baked_make_test_passes(default_bake: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     # pytest's closing line, e.g. "612 passed, 2 warnings in 60.1s" (make adds lines after it).
+    summary = [line for line in result.stdout.splitlines() if PYTEST_SUMMARY.search(line)]
+    assert summary, result.stdout[-3000:]
+    if under_ci():
+        assert "skipped" not in summary[-1], f"nothing may be skipped under CI: {summary[-1]}"
+
+
+def test_modern_tls_profile_passes_the_transport_stack_tests(bakery: Bakery) -> None:
+    """The TLS-specific stack tests (protocol versions, ALPN, sslyze's Mozilla check for the
+    chosen profile) again for the modern bake; the default bake runs them in its make test."""
+    project = bakery(tls_profile="modern")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/test_stack_transport.py", "tests/test_transport.py"],
+        cwd=project, env=service_env(project), capture_output=True, text=True, check=False,
+        timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     summary = [line for line in result.stdout.splitlines() if PYTEST_SUMMARY.search(line)]
     assert summary, result.stdout[-3000:]
     if under_ci():
