@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -9,11 +10,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from gunicorn.glogging import SafeAtoms  # type: ignore[import-untyped, unused-ignore]
+from werkzeug.datastructures import ImmutableMultiDict
 
 from {{ cookiecutter.package_name }}.redaction import (
     MARKER,
@@ -38,6 +43,17 @@ STRIPE_V0 = "6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a39"
 PASSWORD = "hunter2-Correct-Horse"
 NESTED_SECRET = {"secret": "s"}
 NESTED_REDACTED = {"secret": MARKER}
+BASIC = base64.b64encode(b"svc-user:s3cret pass").decode()
+PEM_BODY = "\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\nVJTUt9Us8cKj\n"
+
+
+def pem(label: str) -> str:
+    return f"-----BEGIN {label}-----{PEM_BODY}-----END {label}-----"
+
+
+def pem_redacted(label: str) -> str:
+    return f"-----BEGIN {label}-----{MARKER}-----END {label}-----"
+
 
 REDACTED_EXACTLY = {
     "authorization header line": (
@@ -142,6 +158,81 @@ REDACTED_EXACTLY = {
         "{'key': 'abc', 'signature': 'xyz'} key=k1",
         repr({"key": MARKER, "signature": MARKER}) + f" key={MARKER}",
     ),
+    "repr(request.args)": (
+        repr(ImmutableMultiDict([("access_token", "opaqueTok123"), ("page", "2")])),
+        f"ImmutableMultiDict([('access_token', '{MARKER}'), ('page', '2')])",
+    ),
+    "repr(request.form)": (
+        repr(ImmutableMultiDict([("username", "bob"), ("password", "hunter2")])),
+        f"ImmutableMultiDict([('username', 'bob'), ('password', '{MARKER}')])",
+    ),
+    "oauth callback as repr(request.args)": (
+        repr(ImmutableMultiDict([("code", "SplxlOBeZQQYbYS6WxSbIA"), ("state", "af0ifjsldkj")])),
+        f"ImmutableMultiDict([('code', '{MARKER}'), ('state', 'af0ifjsldkj')])",
+    ),
+    "repr(list(request.form.lists()))": (
+        repr(list(ImmutableMultiDict([("password", "a"), ("password", "b")]).lists())),
+        f"[('password', ['{MARKER}'])]",
+    ),
+    "parse_qs output": (
+        str(parse_qs("access_token=opaqueTok123&password=hunter2&page=2")),
+        repr({"access_token": [MARKER], "password": [MARKER], "page": ["2"]}),
+    ),
+    "json array of secrets stays json": (
+        json.dumps({"password": ["a", "b,c"], "ids": [1, 2]}),
+        json.dumps({"password": [MARKER], "ids": [1, 2]}),
+    ),
+    "header values as lists": (
+        repr({"Cookie": ["a=1", "b=2"], "Accept": ["*/*"]}),
+        repr({"Cookie": [MARKER], "Accept": ["*/*"]}),
+    ),
+    "basic credentials without the header name": (
+        "Basic dXNlcjpwYXNzd29yZA==",
+        f"Basic {MARKER}",
+    ),
+    "basic credentials in prose, unpadded": (
+        f"retrying with basic {BASIC.rstrip('=')} after 401",
+        f"retrying with basic {MARKER} after 401",
+    ),
+    "password in a redis url": ("redis://:pw@host", f"redis://:{MARKER}@host"),
+    "password in a postgres url": (
+        "postgres://user:pw@db/x",
+        f"postgres://user:{MARKER}@db/x",
+    ),
+    "password in an https url": ("https://user:pw@host/", f"https://user:{MARKER}@host/"),
+    "url password with an unescaped @": (
+        "smtp://bob@example.com:p@ss:w0rd@mail:587 and a@b",
+        f"smtp://bob@example.com:{MARKER}@mail:587 and a@b",
+    ),
+    "url with credentials in a settings repr": (
+        repr({"REPLAY_STORE_URL": "redis://default:s3cr:et@cache:6379/0", "x": "a@b"}),
+        repr({"REPLAY_STORE_URL": f"redis://default:{MARKER}@cache:6379/0", "x": "a@b"}),
+    ),
+    "pkcs8 private key": (
+        f"key: {pem('PRIVATE KEY')}\nnext",
+        f"key: {pem_redacted('PRIVATE KEY')}\nnext",
+    ),
+    "rsa private key": (pem("RSA PRIVATE KEY"), pem_redacted("RSA PRIVATE KEY")),
+    "ec private key": (pem("EC PRIVATE KEY"), pem_redacted("EC PRIVATE KEY")),
+    "encrypted private key": (pem("ENCRYPTED PRIVATE KEY"), pem_redacted("ENCRYPTED PRIVATE KEY")),
+    "openssh private key": (pem("OPENSSH PRIVATE KEY"), pem_redacted("OPENSSH PRIVATE KEY")),
+    "private key inside a json string": (
+        json.dumps({"pem": pem("PRIVATE KEY"), "n": 1}),
+        json.dumps({"pem": pem_redacted("PRIVATE KEY"), "n": 1}),
+    ),
+    "private key as a key=value": (
+        f"private_key={pem('EC PRIVATE KEY')} loaded",
+        f"private_key={MARKER} loaded",
+    ),
+    "truncated private key is redacted to the end": (
+        f"-----BEGIN PRIVATE KEY-----{PEM_BODY}MIIE",
+        f"-----BEGIN PRIVATE KEY-----{MARKER}",
+    ),
+    "short all-letter bearer token": ("Bearer abcdefghij", f"Bearer {MARKER}"),
+    "very short bearer token in prose": (
+        "rejected Bearer abc, expired",
+        f"rejected Bearer {MARKER}, expired",
+    ),
 }
 
 
@@ -168,6 +259,27 @@ UNTOUCHED = {
     "authorization in prose": "Authorization failed for alice",
     "already redacted": f"token={MARKER} Authorization: {MARKER}",
     "iso time and ip": "2026-11-22T05:23:29.123Z 203.0.113.7 ::1",
+    "basic in prose": "basic auth is off; Basic authentication only, basic Only",
+    "basic challenge": 'WWW-Authenticate: Basic realm="admin", charset="UTF-8"',
+    "basicConfig": "logging.basicConfig(level=logging.INFO)",
+    "bearer prose with punctuation": "Bearer tokens. Bearer token-based auth; Bearer JWTs",
+    "bearer challenge with an error": 'Bearer error="invalid_token", error_description="x"',
+    "bearer at the end of a line": "expected scheme Bearer\nGET /api/v1/items 200",
+    "tuples of field names": "('token', 'access_token', 'password') missing ('password', 'email')",
+    "multidict without secrets": "ImmutableMultiDict([('page', '2'), ('sort', 'name')])",
+    "lists without secrets": "{'page': ['2'], 'ids': ['a', 'b']}",
+    "urls without credentials": (
+        "https://api.example.com:8443/v1?x=1 redis://localhost:6379/0 http://[::1]:8000/"
+    ),
+    "url with a user but no password": "ssh://git@github.com/org/repo.git",
+    "nginx upstream on a unix socket": 'upstream: "http://unix:/run/app.sock:/api/v1/items"',
+    "url and an email in compact json": '{"url":"http://host:8080","mail":"a@b.example"}',
+    "@ in a url path": "GET http://host:8080/users/@alice 200",
+    "certificate and public key": (
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+        "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----"
+    ),
+    "private key in prose": "no private key configured; set JWT_PRIVATE_KEY_FILE",
 }
 
 
@@ -177,8 +289,43 @@ def test_ordinary_text_is_untouched(text: str) -> None:
 
 
 def test_redaction_is_idempotent() -> None:
-    once = redact(f"Authorization: Bearer {JWT} token={OPAQUE} {WHSEC}")
+    once = redact(
+        f"Authorization: Bearer {JWT} token={OPAQUE} {WHSEC} Basic {BASIC} Bearer abc"
+        f" redis://:pw@host {pem('PRIVATE KEY')} "
+        + str(parse_qs("password=a&token=b"))
+        + repr(ImmutableMultiDict([("password", "a")]))
+    )
     assert redact(once) == once
+
+
+PLAIN = serialization.NoEncryption()
+ENCRYPTED = serialization.BestAvailableEncryption(b"passphrase")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encryption"),
+    [
+        (serialization.PrivateFormat.PKCS8, PLAIN),
+        (serialization.PrivateFormat.PKCS8, ENCRYPTED),
+        (serialization.PrivateFormat.TraditionalOpenSSL, PLAIN),
+        (serialization.PrivateFormat.TraditionalOpenSSL, ENCRYPTED),  # Proc-Type, DEK-Info lines
+        (serialization.PrivateFormat.OpenSSH, PLAIN),
+    ],
+    ids=["pkcs8", "pkcs8-encrypted", "sec1", "sec1-encrypted", "openssh"],
+)
+@pytest.mark.parametrize("written", [str, repr], ids=["as-is", "repr"])
+def test_real_private_keys_are_redacted(
+    encoding: serialization.PrivateFormat,
+    encryption: serialization.KeySerializationEncryption,
+    written: Callable[[str], str],
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    text = key.private_bytes(serialization.Encoding.PEM, encoding, encryption).decode()
+    body_lines = text.split("-----")[2].split()
+    redacted = redact(f"loaded signing key {written(text)} from disk")
+    assert not [line for line in body_lines if line in redacted]
+    assert MARKER in redacted
+    assert redacted.endswith(" from disk")
 
 
 def test_extra_keys_are_configurable() -> None:
@@ -432,22 +579,41 @@ def test_pipe_mode_scrubs_other_programs_logs() -> None:
         f' "http://unix:/run/app.sock:/api/v1/items?access_token={OPAQUE}&page=2"\n'
         "otp=123456 plain line\n"
     )
+    piped = run_as_pipe(nginx_error, "otp")
+    assert OPAQUE not in piped
+    assert piped == nginx_error.replace(OPAQUE, MARKER).replace("123456", MARKER)
+
+
+def test_pipe_mode_drops_the_body_of_a_private_key_split_over_lines() -> None:
+    key = pem("RSA PRIVATE KEY")
+    text = f"2026/11/22 loaded {key} ok\nnext {key}\n-----BEGIN PRIVATE KEY-----\nMIIE\n"
+    piped = run_as_pipe(text)
+    assert piped == (
+        f"2026/11/22 loaded -----BEGIN RSA PRIVATE KEY-----{MARKER}\n"
+        f"-----END RSA PRIVATE KEY----- ok\n"
+        f"next -----BEGIN RSA PRIVATE KEY-----{MARKER}\n"
+        f"-----END RSA PRIVATE KEY-----\n"
+        f"-----BEGIN PRIVATE KEY-----{MARKER}\n"
+    )
+
+
+def run_as_pipe(text: str, *extra_keys: str) -> str:
+    """`python -m <package>.redaction [extra_key ...]` with text on its stdin."""
     source = Path(sys.modules[RedactingFilter.__module__].__file__ or "").parent.parent
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]),
     }
     completed = subprocess.run(
-        [sys.executable, "-m", RedactingFilter.__module__, "otp"],
-        input=nginx_error,
+        [sys.executable, "-m", RedactingFilter.__module__, *extra_keys],
+        input=text,
         capture_output=True,
         text=True,
         env=env,
         timeout=60,
         check=True,
     )
-    assert OPAQUE not in completed.stdout
-    assert completed.stdout == nginx_error.replace(OPAQUE, MARKER).replace("123456", MARKER)
+    return completed.stdout
 
 
 def test_a_handler_with_more_keys_scrubs_again() -> None:
@@ -474,6 +640,17 @@ PATHOLOGICAL = {
     "unclosed quoted value": '"password": "' + "\\\\" * 50_000,
     "key then spaces": "token" + " " * 100_000,
     "signature prefixes": "v1," * 33_000,
+    "url separators": "://" * 33_000,
+    "url schemes": "a://" * 25_000,
+    "url password without @": "http://u:" + "p" * 100_000,
+    "pem begin lines": "-----BEGIN" * 10_000,
+    "pem words": "-----BEGIN " + "PRIVATE KEY " * 8_000,
+    "pem end lines": "-----BEGIN PRIVATE KEY-----" + "-----END" * 12_000,
+    "basic prefixes": "basic " * 16_000,
+    "basic base64 run": "basic " + "QUJD" * 25_000 + ".",
+    "bearer prefixes": "bearer a" * 12_000,
+    "unclosed list": '"password": [' + '"a", ' * 20_000,
+    "tuple starts": "('password', " * 8_000,
 }
 
 

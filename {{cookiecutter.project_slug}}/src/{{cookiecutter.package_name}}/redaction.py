@@ -8,13 +8,19 @@ What is replaced by ``[REDACTED]`` (the rest of the line stays readable):
 * values of the headers Authorization, Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key and
   the webhook signature headers, whether written ``Name: value``, ``'Name': 'value'`` (dict
   repr), ``('Name', 'value')`` (header list repr) or ``HTTP_NAME=value`` (WSGI environ);
-* ``Bearer <token>``, anything shaped like a JWT/JWS/JWE (``eyJ...``), ``whsec_`` secrets,
-  Stripe ``sk_``/``rk_`` keys and GitHub tokens;
+* ``Bearer <token>`` (any word after "Bearer" but a few of prose: ``Bearer tokens``),
+  ``Basic <credentials>`` (base64 of ``user:password``), anything shaped like a JWT/JWS/JWE
+  (``eyJ...``), ``whsec_`` secrets, Stripe ``sk_``/``rk_`` keys and GitHub tokens;
 * signature values: Standard Webhooks ``v1,<base64>``, GitHub ``sha256=<hex>``, Stripe
   ``v1=<hex>`` (the ``t=`` timestamp is kept);
-* values of sensitive keys in query strings, form bodies, JSON, dict reprs and ``key=value``
-  text: see SENSITIVE_KEYS (case-insensitive; ``-`` and ``_`` are interchangeable). Keys in
-  SUFFIX_KEYS also match as the last part of a longer name (``csrf_token``, ``db-password``).
+* values of sensitive keys in query strings, form bodies, JSON, dict reprs, ``key=value``
+  text, ``repr(request.args)`` / ``repr(request.form)`` (``[('password', '...')]``) and lists
+  of values (``parse_qs()``: ``{'password': ['...']}``): see SENSITIVE_KEYS
+  (case-insensitive; ``-`` and ``_`` are interchangeable). Keys in SUFFIX_KEYS also match as
+  the last part of a longer name (``csrf_token``, ``db-password``);
+* the password in a URL (``redis://:pw@host``, ``postgres://user:pw@db/x``);
+* the body of a PEM private key block (``-----BEGIN [RSA |EC |...]PRIVATE KEY-----``), to
+  the ``-----END`` line or, when that is missing, to the end of the text.
 
 Use::
 
@@ -36,6 +42,8 @@ query string included, when an upstream fails)::
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import logging
 import re
@@ -99,8 +107,29 @@ _QUOTED_VALUE = r"""
     | b?'(?:[^'\\]|\\.)*'               # 'single quoted', b'bytes'
     | \\"(?:[^"\\]|\\[^"])*\\"          # \"quoted inside a JSON string\"
 """
+# A list of strings: parse_qs() output, MultiDict.to_dict(flat=False), a JSON array. Quoted
+# items only, so that the marker itself ("[REDACTED]") is not taken for a list. Each item has
+# one way to match, so an unclosed list costs one pass and one step back per item; atomic, so
+# a matched list is never re-split when what follows it does not fit.
+_LIST_VALUE = r"""(?>\[\s*(?:@QUOTED@)(?:\s*,\s*(?:@QUOTED@))*\s*,?\s*\])"""
+# A PEM private key block (PKCS#1 "RSA", SEC 1 "EC", PKCS#8 "ENCRYPTED", "OPENSSH", PGP). The
+# body runs to the END line, or to the end of the text when a truncated record has none.
+_PEM_BEGIN = r"-----BEGIN[ ](?:[A-Z0-9]+[ ]){0,3}PRIVATE[ ]KEY(?:[ ]BLOCK)?-----"
+_PEM_END = r"-----END[ ](?:[A-Z0-9]+[ ]){0,3}PRIVATE[ ]KEY(?:[ ]BLOCK)?-----"
+_PEM_BLOCK = rf"(?:{_PEM_BEGIN}[\s\S]*?(?:{_PEM_END}|(?=\r?\n?\Z)))"
+# Words that follow "Bearer" in prose and in challenges, never as a token: any other word
+# after "Bearer " is taken for one, however short ("Bearer abcdefghij"). Fail closed: a word
+# missing here costs a redacted word of prose, not a leaked token.
+_BEARER_PROSE: tuple[str, ...] = (
+    "a", "access", "an", "and", "are", "as", "auth", "authentication", "authorization", "be",
+    "but", "by", "challenge", "credential", "credentials", "endpoint", "error", "errors", "for",
+    "format", "formats", "from", "header", "headers", "in", "is", "jwt", "jwts", "missing",
+    "must", "not", "of", "only", "or", "parsing", "prefix", "realm", "required", "scheme",
+    "schemes", "scope", "should", "string", "strings", "the", "to", "token", "tokens", "type",
+    "validation", "value", "verification", "was", "with",
+)  # fmt: skip
 _QUOTES = ('\\"', '"', "'")
-_KEY_QUOTE_GROUP = {"header": "hq", "pair": "kq", "short": "sq"}
+_KEY_QUOTE_GROUP = {"header": "hq", "pair": "kq", "short": "sq", "pair_tuple": "tq"}
 _NOTHING = "(?!)"
 # Nested containers in extra fields are scrubbed this deep; deeper ones are str()-ed whole.
 _MAX_DEPTH = 4
@@ -112,25 +141,51 @@ _PATTERN = r"""
 (?P<header>
     (?<![\w-])(?P<hq>\\?["']?)(?:http_)?(?:@HEADERS@)(?P=hq)
     (?:[ \t]*[:=][ \t]*|(?<=["']),[ \t]*(?=\\?["']))
-    (?P<header_value>@QUOTED@|[^\r\n"'\\]+)
+    (?P<header_value>@LIST@|@QUOTED@|[^\r\n"'\\]+)
 )
 | (?P<pair>
     @KEY_START@(?P<kq>\\?["']?)
     (?:(?:[a-z0-9]+[-_.])+(?:@SUFFIX_KEYS@)|@PLAIN_KEYS@)
     (?P=kq)(?:\s*[:=]\s*|%3d)
-    (?P<pair_value>@QUOTED@|@VALUE@)
+    (?P<pair_value>@PEM@|@LIST@|@QUOTED@|@VALUE@)
 )
 | (?P<short>
     @KEY_START@
     (?:(?P<sq>\\?["'])(?:@SHORT_KEYS@)(?P=sq)\s*[:=]\s*|(?:@SHORT_KEYS@)(?:=|%3d))
-    (?P<short_value>@QUOTED@|@VALUE@)
+    (?P<short_value>@PEM@|@LIST@|@QUOTED@|@VALUE@)
+)
+| (?P<pair_tuple>
+    # [('password', 'hunter2'), ...]: repr() of a MultiDict (request.args, request.form) or
+    # of its .items() / .lists(). Only 2-tuples in a list, so that a tuple of field names
+    # ("missing ('password', 'email')") stays readable. The one-character test first: cheap.
+    (?<=\()(?:(?<=[\[(]\()|(?<=,[ ]\())(?P<tq>\\?["'])
+    (?:(?:[a-z0-9]+[-_.])+(?:@SUFFIX_KEYS@)|@PLAIN_KEYS@|@SHORT_KEYS@)
+    (?P=tq),[ \t]*
+    (?P<pair_tuple_value>@LIST@|@QUOTED@|@VALUE@)(?=[ \t]*\))
 )
 | (?P<bearer>
-    (?<![\w-])bearer\s+
+    (?<![\w-])bearer[ \t]+
     (?P<bearer_value>
-        # 20+ token characters, or 8+ with a digit: "Bearer realm" and prose stay.
-        (?:(?=[a-z0-9._~+/-]{20})|(?=[a-z._~+/-]*[0-9]))[a-z0-9._~+/-]{8,}=*
+        # A word of prose, maybe hyphenated ("token-based") or ending a sentence ("tokens.").
+        (?!(?:@BEARER_PROSE@)(?:-[a-z]+)*\.*(?![a-z0-9._~+/=-]))
+        # Not a challenge's auth-param (Bearer realm="api", error=invalid_token).
+        [a-z0-9._~+/-]+=*(?![a-z0-9._~+/="'-])
     )
+)
+| (?P<basic>
+    # The value must also decode to printable "user:password" (checked in _replace), and be
+    # 4 bytes or more ("a:bc"): words of prose ("basic Only") stay.
+    (?<![\w-])basic[ \t]+(?P<basic_value>(?-i:[A-Za-z0-9+/]{6,}={0,2}))(?![\w+/=.-])
+)
+| (?P<url>
+    # scheme://user:password@host: the password goes, up to the last "@" before the host
+    # (an unescaped "@" in it must not leave the rest). The scheme starts a word, so a long
+    # run of letters is scanned once, not once per letter.
+    (?<![a-z0-9+.-])[a-z][a-z0-9+.-]*://[^\s/?#:"\\<>\[\]{}]*:
+    (?P<url_value>[^\s/?#"\\<>\[\]{}]+)@
+)
+| (?P<pem>
+    @PEM_BEGIN@(?P<pem_value>[\s\S]*?)(?:@PEM_END@|(?=\r?\n?\Z))
 )
 | (?P<jwt>(?P<jwt_value>(?-i:@JWT_START@eyJ@B64@{8,}\.@B64@*\.@B64@*(?:\.@B64@*\.@B64@*)?)))
 | (?P<vendor>
@@ -166,8 +221,13 @@ def _compile(template: str, keys: Iterable[str], headers: Iterable[str]) -> re.P
         "@PLAIN_KEYS@": _alternation(keys - short),
         "@SHORT_KEYS@": _alternation(short),
         "@SUFFIX_KEYS@": _alternation(keys & SUFFIX_KEYS),
+        "@LIST@": _LIST_VALUE,
+        "@PEM@": _PEM_BLOCK,
+        "@PEM_BEGIN@": _PEM_BEGIN,
+        "@PEM_END@": _PEM_END,
         "@QUOTED@": _QUOTED_VALUE,
         "@VALUE@": _VALUE_CHARS,
+        "@BEARER_PROSE@": _alternation(_BEARER_PROSE),
         "@B64@": "[A-Za-z0-9_-]",
         # Not inside a base64url run (each start would rescan the run: quadratic), but right
         # after a percent-escape (Bearer%20eyJ..., token%3DeyJ...).
@@ -187,7 +247,8 @@ def _compile(template: str, keys: Iterable[str], headers: Iterable[str]) -> re.P
 # none of them, and looking for them is far cheaper than running the pattern over the line.
 _FIXED_TRIGGERS = (
     "bearer", "eyj", "whsec_", "k_live_", "k_test_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
-    "github_pat_", "v1,", "v1a,", "v1=", "v0=", "sha1=", "sha256=", "sha512=",
+    "github_pat_", "v1,", "v1a,", "v1=", "v0=", "sha1=", "sha256=", "sha512=", "basic", "://",
+    "private key",
 )  # fmt: skip
 
 
@@ -270,6 +331,8 @@ class Redactor:
     def _replace(self, match: re.Match[str]) -> str:
         kind = match.lastgroup or ""
         value_group = self._value_group[kind]
+        if kind == "basic" and not _is_basic_credentials(match.group(value_group)):
+            return match.group()
         start, end = match.span(value_group)
         key_quote = match.group(_KEY_QUOTE_GROUP[kind]) if kind in _KEY_QUOTE_GROUP else ""
         opening, closing = _quotes_of(match.group(value_group), key_quote or "")
@@ -279,11 +342,30 @@ class Redactor:
         )
 
 
+def _is_basic_credentials(value: str) -> bool:
+    """True when value is base64 of "user:password" (RFC 7617), not a word after "basic".
+
+    Words of prose decode to bytes too, rarely to printable text with a colon in it.
+    """
+    try:
+        decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return ":" in decoded and decoded.isprintable()
+
+
 def _quotes_of(value: str, key_quote: str) -> tuple[str, str]:
     """The quotes around a value, kept so a redacted JSON body or dict repr keeps its shape.
 
-    An unquoted value of a quoted key ("code": 123) gets the key's quotes, so JSON stays JSON.
+    An unquoted value of a quoted key ("code": 123) gets the key's quotes, so JSON stays JSON;
+    a list keeps its brackets and the quotes of its first item (["a", "b"] -> ["[REDACTED]"]).
     """
+    if value.startswith("[") and value.endswith("]"):
+        item = value[1:].lstrip()
+        prefix = item[:1] if item[:1] in "bB" else ""
+        for quote in _QUOTES:
+            if item.startswith(quote, len(prefix)):
+                return f"[{prefix}{quote}", f"{quote}]"
     body = value[1:] if value[:1] in "bB" and value[1:2] in "\"'" else value
     prefix = value[: len(value) - len(body)]
     for quote in _QUOTES:
@@ -460,12 +542,32 @@ def install(
     return redacting
 
 
+_PEM_BEGIN_LINE = re.compile(_PEM_BEGIN, re.IGNORECASE | re.VERBOSE)
+_PEM_END_LINE = re.compile(_PEM_END, re.IGNORECASE | re.VERBOSE)
+
+
+def _opens_private_key(line: str) -> bool:
+    """True when the last private key block begun on this line does not end on it."""
+    begins = list(_PEM_BEGIN_LINE.finditer(line))
+    return bool(begins) and _PEM_END_LINE.search(line, begins[-1].end()) is None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Copy stdin to stdout line by line, redacted; arguments are extra sensitive keys."""
     redactor = Redactor(extra_keys=sys.argv[1:] if argv is None else argv)
+    in_private_key = False
     # readline, not iteration: each line goes out as soon as it comes in.
     for line in iter(sys.stdin.readline, ""):
-        sys.stdout.write(redactor.redact(line))
+        text = line
+        if in_private_key:
+            # Line by line, a key's body lines look like any base64: drop them up to the
+            # END line (its BEGIN line was already redacted to its end).
+            end = _PEM_END_LINE.search(line)
+            if end is None:
+                continue
+            text = line[end.start() :]
+        in_private_key = _opens_private_key(text)
+        sys.stdout.write(redactor.redact(text))
         sys.stdout.flush()
 
 
