@@ -138,6 +138,37 @@ def test_nginx_uses_only_the_chosen_tls_profile(
     assert f"snippets/tls-{tls_profile}.conf;" in site
 
 
+@pytest.mark.parametrize(
+    ("answers", "workflow", "schema"),
+    [
+        ({"ci": "github"}, ".github/workflows/ci.yml", "vendor.github-workflows"),
+        ({"ci": "gitlab"}, ".gitlab-ci.yml", "vendor.gitlab-ci"),
+    ],
+    ids=["github", "gitlab"],
+)
+def test_ci_workflow_is_valid(
+    bakery: Bakery, answers: dict[str, str], workflow: str, schema: str
+) -> None:
+    project = bakery(**answers)
+    text = (project / workflow).read_text()
+    # The service's own CI runs its lint and tests, with the real stack's system packages.
+    for needed in ("make lint", "make test", "make bootstrap", "nginx", "redis-server"):
+        assert needed in text, needed
+    if answers["ci"] == "github":
+        # Workflow hygiene: least privilege, actions pinned by commit, no stored credentials.
+        assert "permissions:\n  contents: read" in text
+        uses = re.findall(r"uses: (\S+)", text)
+        assert uses
+        assert all(re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", action) for action in uses), uses
+        assert "persist-credentials: false" in text
+        assert "timeout-minutes:" in text
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, workflow],
+        cwd=project, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("answers", SUPPORTED)
 def test_python_version_is_stated_once_and_derived(bakery: Bakery, answers: dict[str, str]) -> None:
     project = bakery(**answers)
