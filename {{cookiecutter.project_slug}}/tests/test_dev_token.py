@@ -23,6 +23,21 @@ def run_dev_token(app: Flask, *arguments: str) -> Any:
     return app.test_cli_runner().invoke(args=["dev-token", *arguments])
 
 
+def run_flask_dev_token(
+    settings: dict[str, str], cwd: Path, *arguments: str
+) -> subprocess.CompletedProcess[str]:
+    """`flask --app <package> dev-token ...` in a real process, as a developer types it."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", package.__name__, "dev-token", *arguments],
+        cwd=cwd,
+        env={**os.environ, **settings, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_prints_a_token_independent_tools_verify(app: Flask, signing_keys: Any) -> None:
     result = run_dev_token(app, "--sub", "alice", "--scope", "items:read  items:write")
     assert result.exit_code == 0, result.output
@@ -114,22 +129,8 @@ def test_refused_in_production(make_app: Any, tmp_path: Path) -> None:
 def test_refused_in_production_through_the_flask_cli(
     base_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        **base_env,
-        "APP_ENV": "production",
-        "REPLAY_STORE_URL": f"sqlite:///{tmp_path}/replay.db",
-        "PYTHONPATH": str(SRC),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", package.__name__, "dev-token", "--sub", "alice"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    production = {"APP_ENV": "production", "REPLAY_STORE_URL": f"sqlite:///{tmp_path}/replay.db"}
+    result = run_flask_dev_token({**base_env, **production}, tmp_path, "--sub", "alice")
     assert result.returncode != 0
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -138,15 +139,6 @@ def test_refused_in_production_through_the_flask_cli(
 
 
 def test_works_through_the_flask_cli(base_env: dict[str, str], tmp_path: Path) -> None:
-    env = {**os.environ, **base_env, "PYTHONPATH": str(SRC)}
-    result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", package.__name__, "dev-token", "--sub", "cli"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_flask_dev_token(base_env, tmp_path, "--sub", "cli")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(".") == 2
