@@ -185,4 +185,4 @@ def test_derive_script_refuses_a_non_number() -> None:
         check=False,
     )
     assert result.returncode == 1
-    assert "RATE_LIMIT_PER_SECOND must be a non-negative integer" in result.stderr
+    assert result.stderr.startswith("configuration error: RATE_LIMIT_PER_SECOND: must be a ")
