@@ -86,6 +86,11 @@ def differences(project: Path, expected: Path) -> list[str]:
     return sorted(name for name in have.keys() | want.keys() if have.get(name) != want.get(name))
 
 
+def template_changes(project: Path, expected: Path) -> list[str]:
+    """Differences beyond cruft's own record (which names the commit checked out)."""
+    return [name for name in differences(project, expected) if name != ".cruft.json"]
+
+
 def secrets_of(project: Path) -> dict[str, tuple[bytes, int]]:
     return {
         name: ((project / name).read_bytes(), stat.S_IMODE((project / name).stat().st_mode))
@@ -96,20 +101,23 @@ def secrets_of(project: Path) -> dict[str, tuple[bytes, int]]:
 @pytest.fixture(scope="module")
 def old_commit() -> str:
     """The commit that introduced the cruft skip list in the baked pyproject.toml."""
-    log = run(
-        [require_tool("git"), "log", "--format=%H", "--reverse", "-S", "[tool.cruft]", "--",
-         BAKED_PYPROJECT],
-        TEMPLATE,
-    )  # fmt: skip
+    git = require_tool("git")
+    shallow = run([git, "rev-parse", "--is-shallow-repository"], TEMPLATE)
+    log = run([git, "log", "--format=%H", "--reverse", "-S", "[tool.cruft]", "--",
+               BAKED_PYPROJECT], TEMPLATE)  # fmt: skip
     commits = log.stdout.split()
-    if log.returncode != 0 or not commits:
+    if shallow.stdout.strip() != "false" or log.returncode != 0 or not commits:
         message = (
-            "this repository's history has no commit introducing [tool.cruft] in "
-            f"{BAKED_PYPROJECT} (a shallow clone?): {log.stderr.strip()}"
+            "the update tests need this repository's full history, to bake the commit that "
+            f"introduced [tool.cruft] in {BAKED_PYPROJECT}; git says shallow="
+            f"{shallow.stdout.strip() or '?'} {shallow.stderr.strip()} {log.stderr.strip()}"
         )
         if under_ci():
             pytest.fail(message)
         pytest.skip(message)
+    head = run([git, "rev-parse", "HEAD"], TEMPLATE).stdout.strip()
+    if commits[0] == head:
+        pytest.fail("HEAD itself introduced the cruft skip list: there is no older commit yet")
     return commits[0]
 
 
@@ -145,7 +153,7 @@ def test_cruft_create_bake_updates_to_head_like_a_fresh_bake(
     assert result.returncode == 0, result.stdout + result.stderr
     project = scratch / "secure-service"
     commit_all(project, "Bake from the older template")
-    assert differences(project, fresh), (
+    assert template_changes(project, fresh), (
         f"the bakes of {old_commit} and HEAD are identical, so this test would prove nothing"
     )
     assert cruft(project, "check").returncode == 1, "cruft check must see the newer template"
@@ -222,7 +230,7 @@ def test_linked_cookiecutter_bake_keeps_a_local_change_through_the_update(
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads((project / ".cruft.json").read_text())["commit"] == old_commit
     commit_all(project, "Bake from the older template and link it")
-    assert differences(project, fresh), "nothing to update: this test would prove nothing"
+    assert template_changes(project, fresh), "nothing to update: this test would prove nothing"
 
     changed, expected = place_local_change(project, fresh)
     commit_all(project, "A change of our own")
