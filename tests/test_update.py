@@ -131,7 +131,7 @@ def fresh(tmp_path_factory: pytest.TempPathFactory, mkcert_caroot: Path) -> Path
 
 
 def update(project: Path) -> None:
-    """`cruft update` as the baked README says, answering its prompt with "y"."""
+    """`cruft update` as the baked README says, with "y" given up front (--skip-apply-ask)."""
     before = secrets_of(project)
     result = cruft(project, "update", "--skip-apply-ask")
     output = result.stdout + result.stderr
@@ -148,10 +148,9 @@ def update(project: Path) -> None:
 def test_cruft_create_bake_updates_to_head_like_a_fresh_bake(
     tmp_path: Path, mkcert_caroot: Path, old_commit: str, fresh: Path
 ) -> None:
-    scratch = tmp_path
-    result = cruft(scratch, "create", "--no-input", "--checkout", old_commit, str(TEMPLATE))
+    result = cruft(tmp_path, "create", "--no-input", "--checkout", old_commit, str(TEMPLATE))
     assert result.returncode == 0, result.stdout + result.stderr
-    project = scratch / "secure-service"
+    project = tmp_path / "secure-service"
     commit_all(project, "Bake from the older template")
     assert template_changes(project, fresh), (
         f"the bakes of {old_commit} and HEAD are identical, so this test would prove nothing"
@@ -210,14 +209,13 @@ def place_local_change(project: Path, fresh: Path) -> tuple[str, str]:
 def test_linked_cookiecutter_bake_keeps_a_local_change_through_the_update(
     tmp_path: Path, mkcert_caroot: Path, old_commit: str, fresh: Path
 ) -> None:
-    scratch = tmp_path
     # Plain cookiecutter from a checkout of the older commit, then linked as the README says.
-    checkout = scratch / "template"
-    git(scratch, "clone", "-q", str(TEMPLATE), str(checkout))
+    checkout = tmp_path / "template"
+    git(tmp_path, "clone", "-q", str(TEMPLATE), str(checkout))
     git(checkout, "checkout", "-q", "--detach", old_commit)
-    must([sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(scratch / "bake"),
-          str(checkout)], scratch)  # fmt: skip
-    project = scratch / "bake" / "secure-service"
+    must([sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(tmp_path / "bake"),
+          str(checkout)], tmp_path)  # fmt: skip
+    project = tmp_path / "bake" / "secure-service"
     answers = (project / ".cookiecutter.json").read_text()
     assert json.loads(answers)["project_slug"] == "secure-service"
     link = ["link", "--no-input", "--checkout", old_commit, "--extra-context", answers]
