@@ -10,7 +10,8 @@ from types import ModuleType
 
 import pytest
 
-from stack import DEVSTACK, PROJECT_ROOT
+from certificates import self_signed
+from stack import DEVSTACK, PROJECT_ROOT, require_nginx
 
 
 def load_devstack() -> ModuleType:
@@ -41,7 +42,7 @@ def test_defaults_follow_the_spec() -> None:
     names = stack.settings["EXTRA_SERVER_NAMES"].split()
     assert {"127.0.0.1", "[::1]"} <= set(names)
     assert stack.settings["NGINX_HTTPS_LISTEN"] == "127.0.0.1:8443"
-    assert stack.settings["OCSP_STAPLING"] == "off"
+    assert stack.settings["OCSP_STAPLING"] == "auto"
 
 
 def test_settings_come_from_the_environment() -> None:
@@ -75,3 +76,28 @@ def test_dotenv_is_read_under_the_real_environment(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("# comment\nexport HTTPS_PORT=9443\nHSTS_PRELOAD='true'\nBROKEN\n")
     assert devstack.read_dotenv(env_file) == {"HTTPS_PORT": "9443", "HSTS_PRELOAD": "true"}
+
+
+@pytest.mark.parametrize(
+    ("ocsp_url", "snippet"), [("http://ocsp.example.test/", "on"), (None, "off")]
+)
+def test_rendered_configuration_staples_only_for_a_certificate_with_an_ocsp_url(
+    tmp_path: Path, ocsp_url: str | None, snippet: str
+) -> None:
+    require_nginx()
+    cert_file, key_file = self_signed(("localhost",), ocsp_url=ocsp_url).write(tmp_path / "certs")
+    stack = devstack.load_stack(
+        {
+            "DEVSTACK_RUN_DIR": str(tmp_path / "run"),
+            "DEVSTACK_LOG_DIR": str(tmp_path / "log"),
+            "TLS_CERT_FILE": str(cert_file),
+            "TLS_KEY_FILE": str(key_file),
+            "TLS_CA_FILE": str(cert_file),
+        }
+    )
+    devstack.prepare_directories(stack)
+    devstack.render_nginx_config(stack)
+    rendered = (stack.conf_dir / "conf.d" / "default.conf").read_text()
+    assert f"include conf.d/snippets/ocsp-{snippet}.conf;" in rendered
+    # nginx accepts either configuration (stapling needs a resolver and the issuer chain).
+    devstack.test_nginx_config(devstack.find_nginx(), stack)
