@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -11,7 +12,7 @@ from types import ModuleType
 import pytest
 
 from certificates import self_signed
-from stack import DEVSTACK, PROJECT_ROOT, require_nginx
+from stack import DEVSTACK, PROJECT_ROOT, require_nginx, run_devstack
 
 
 def load_devstack() -> ModuleType:
@@ -101,3 +102,16 @@ def test_rendered_configuration_staples_only_for_a_certificate_with_an_ocsp_url(
     assert f"include conf.d/snippets/ocsp-{snippet}.conf;" in rendered
     # nginx accepts either configuration (stapling needs a resolver and the issuer chain).
     devstack.test_nginx_config(devstack.find_nginx(), stack)
+
+
+def test_reload_refuses_when_nginx_is_not_running(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DEVSTACK_RUN_DIR": str(tmp_path / "run"),
+        "DEVSTACK_LOG_DIR": str(tmp_path),
+    }
+    result = run_devstack("reload", env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "devstack: nginx is not running; run `scripts/devstack up` first"
+    )
