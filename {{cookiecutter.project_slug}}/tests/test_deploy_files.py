@@ -72,9 +72,9 @@ def test_compose_publishes_only_nginx_and_requires_settings() -> None:
     app_section = base.split("\n  app:\n")[1].split("\n  redis:\n")[0]
     assert "ports:" not in app_section
     assert "ports:" not in base.split("\n  redis:\n")[1]
-    for name in ("JWT_ISSUER", "JWT_AUDIENCE", "WEBHOOK_SECRET"):
+    for name in ("JWT_ISSUER", "JWT_AUDIENCE", "WEBHOOK_SECRET", "REDIS_PASSWORD"):
         assert "${" + name + ":?" in base
-    assert "REPLAY_STORE_URL: redis://redis:6379/0" in base
+    assert "REPLAY_STORE_URL: redis://:${REDIS_PASSWORD:?" in base
     assert ":/etc/nginx/certs:ro" in base
 
 
