@@ -114,12 +114,26 @@ def test_bad_settings_are_refused_by_name(
         acme.load_settings(settings_env(tmp_path, **changes))
 
 
-def test_a_bad_setting_exits_1_with_one_line(tmp_path: Path) -> None:
-    env = {**settings_env(tmp_path), "ACME_DIRECTORY_URL": "http://acme.example/dir"}
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"ACME_DIRECTORY_URL": "http://acme.example/dir"}, "acme: ACME_DIRECTORY_URL: "),
+        ({"ACME_DOMAINS": " , "}, "acme: ACME_DOMAINS: no host name in it"),
+        # A certificate path that cannot be written: a file where a directory should be.
+        ({"TLS_CERT_FILE": f"{__file__}/server.pem"}, "acme: [Errno 17] File exists: "),
+    ],
+)
+def test_failures_exit_1_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict[str, str], message: str
+) -> None:
+    env = {**settings_env(tmp_path, ACME_DOMAINS="api.example.org"), **changes}
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
-        assert acme.main(["renew"]) == 1
+        assert acme.main(["placeholder"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(message)
+    assert error.count("\n") == 1
 
 
 # --- when to renew ----------------------------------------------------------------------------
