@@ -8,6 +8,8 @@ import importlib.machinery
 import importlib.util
 import json
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,7 +19,7 @@ import pytest
 from cryptography import x509
 
 from certificates import self_signed
-from stack import PROJECT_ROOT
+from stack import PROJECT_ROOT, require_tool
 
 ACME = PROJECT_ROOT / "scripts" / "acme"
 DOMAIN = json.loads((PROJECT_ROOT / ".cookiecutter.json").read_text())["domain_name"]
@@ -327,3 +329,14 @@ def test_one_run_at_a_time(tmp_path: Path) -> None:
     ):
         pass
     assert state.stat().st_mode & 0o777 == 0o700
+
+
+def test_acme_state_is_git_ignored(tmp_path: Path) -> None:
+    git = require_tool("git", "git")
+    shutil.copy(PROJECT_ROOT / ".gitignore", tmp_path / ".gitignore")
+    subprocess.run([git, "init", "-q", str(tmp_path)], check=True)
+    account_key = "var/acme/config/accounts/acme.example/directory/1/private_key.json"
+    result = subprocess.run(
+        [git, "-C", str(tmp_path), "check-ignore", "-q", account_key], check=False
+    )
+    assert result.returncode == 0
