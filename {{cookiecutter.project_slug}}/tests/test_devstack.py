@@ -12,8 +12,8 @@ from types import ModuleType
 
 import pytest
 
-from {{ cookiecutter.package_name }}.settings import read_environment
 from certificates import self_signed
+from {{ cookiecutter.package_name }}.settings import read_environment
 from stack import DEVSTACK, PROJECT_ROOT, require_nginx, run_devstack
 
 
@@ -100,6 +100,7 @@ def test_the_domain_comes_from_the_bake_answers() -> None:
     answers = json.loads((PROJECT_ROOT / ".cookiecutter.json").read_text())
     assert devstack.domain_name() == answers["domain_name"]
     assert answers["domain_name"] in devstack.load_stack({}).settings["EXTRA_SERVER_NAMES"]
+
 
 @pytest.mark.parametrize(
     ("ocsp_url", "snippet"), [("http://ocsp.example.test/", "on"), (None, "off")]
