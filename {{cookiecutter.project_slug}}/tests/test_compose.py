@@ -199,6 +199,7 @@ def test_watcher_reloads_nginx_once_the_new_certificate_passes_its_test(
         "RATE_LIMIT_BURST": "40",
         "HSTS_MAX_AGE": "63072000",
         "HTTPS_PORT": "443",
+        "UPSTREAM_SERVER": "app:8000",
         "NGINX_CERT_CHECK_SECONDS": "1",
     }
     script = watcher_dir / WATCHER.name
