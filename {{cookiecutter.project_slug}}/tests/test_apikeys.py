@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from {{ cookiecutter.package_name }} import apikeys, create_app
+from {{ cookiecutter.package_name }} import apikeys, create_app, logs
 from {{ cookiecutter.package_name }}.apikeys import (
     BASE62,
     ApiKeys,
@@ -39,6 +40,7 @@ from {{ cookiecutter.package_name }}.apikeys import (
     write_key_file,
 )
 from {{ cookiecutter.package_name }}.commands import mint_dev_token
+from {{ cookiecutter.package_name }}.redaction import RedactingFilter
 from {{ cookiecutter.package_name }}.settings import load_settings
 
 PACKAGE = apikeys.__name__.partition(".")[0]
@@ -672,6 +674,28 @@ def test_the_log_names_the_caller_and_never_the_key(
     refusals = [line for line in lines if line["message"].startswith("api key refused")]
     assert f"key_id={issued.key_id}" in refusals[0]["message"]
     assert access[3]["path"] == f"/nowhere/{PREFIX}_{issued.key_id}_[REDACTED]"
+
+
+def test_the_json_line_names_a_key_caller_as_gunicorn_writes_it(
+    keys_client: FlaskClient, key_file: KeyFileFixture
+) -> None:
+    # The filters in gunicorn's order (logs.gunicorn_logconfig_dict): context, then redaction.
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(logs.RequestContextFilter())
+    handler.addFilter(RedactingFilter(logs.REDACTOR))
+    handler.setFormatter(logs.JsonFormatter())
+    logs.access_logger.addHandler(handler)
+    try:
+        issued = key_file.issue()
+        get_items(keys_client, issued.key)
+        keys_client.get(f"/nowhere/{issued.key}")
+    finally:
+        logs.access_logger.removeHandler(handler)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["sub"] == f"apikey:{issued.key_id}"
+    assert second["path"] == f"/nowhere/{PREFIX}_{issued.key_id}_[REDACTED]"
+    assert issued.key not in stream.getvalue()
 
 
 def test_current_principal_outside_an_accepted_request_raises() -> None:

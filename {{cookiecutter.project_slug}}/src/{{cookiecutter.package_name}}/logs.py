@@ -182,6 +182,10 @@ class JsonFormatter(logging.Formatter):
         for name in REQUEST_FIELDS:
             if name in fields:
                 entry[name] = fields[name]
+        if "sub" in entry and has_request_context():
+            # The caller this service verified, never a credential: redaction would take the
+            # sub of an API key, "apikey:<key id>", for an "apikey: <secret>" pair.
+            entry["sub"] = _current_sub()
         for name, value in fields.items():
             if name not in _STANDARD_ATTRIBUTES and name not in entry and name[:1] != "_":
                 entry[name] = value
