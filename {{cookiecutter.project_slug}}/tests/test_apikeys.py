@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import stat
 import time
@@ -89,9 +90,15 @@ def key_file(tmp_path: Path) -> KeyFileFixture:
     return KeyFileFixture(tmp_path / "api-keys.json")
 
 
+def sees_every_change(app: Flask) -> Flask:
+    # Workers look at the file once a second; these tests change it between two requests.
+    app.extensions["apikeys"].key_file.recheck_seconds = 0
+    return app
+
+
 @pytest.fixture
 def keys_app(make_app: Callable[..., Flask], key_file: KeyFileFixture) -> Flask:
-    return make_app(API_KEYS_FILE=str(key_file.path))
+    return sees_every_change(make_app(API_KEYS_FILE=str(key_file.path)))
 
 
 @pytest.fixture
@@ -267,6 +274,7 @@ IN_URL = "API keys are not accepted in the query string or form body: use X-API-
 REFUSED: dict[str, Refused] = {
     "empty": Refused(lambda c, k: get_items(c, ""), 401, MALFORMED),
     "garbage": Refused(lambda c, k: get_items(c, "let-me-in"), 401, MALFORMED),
+    "not-ascii": Refused(lambda c, k: get_items(c, k.issue().key[:-1] + "é"), 401, MALFORMED),
     "too-long": Refused(lambda c, k: get_items(c, k.issue().key + "a" * 300), 401, MALFORMED),
     "another-prefix": Refused(lambda c, k: get_items(c, other_prefix_key(k)), 401, MALFORMED),
     "bad-checksum": Refused(lambda c, k: get_items(c, bad_checksum(k)), 401, MALFORMED),
@@ -398,6 +406,37 @@ def test_a_revocation_takes_effect_without_a_restart(
     assert get_items(keys_client, issued.key).status_code == 401
     newcomer = key_file.issue()
     assert get_items(keys_client, newcomer.key).status_code == 200
+
+
+def test_each_worker_looks_at_the_file_once_a_second_and_a_revocation_lands_within_it(
+    make_app: Callable[..., Flask], key_file: KeyFileFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(API_KEYS_FILE=str(key_file.path))
+    assert app.extensions["apikeys"].key_file.recheck_seconds == 1.0
+    client = app.test_client()
+    client.environ_base.update({"HTTP_X_FORWARDED_PROTO": "https"})
+    issued = key_file.issue()
+
+    def status_within(seconds: float, wanted: int) -> float:
+        started = time.monotonic()
+        while get_items(client, issued.key).status_code != wanted:
+            assert time.monotonic() - started < seconds, f"still not {wanted}"
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    status_within(1.5, 200)
+    stats: list[object] = []
+    real_stat = os.stat
+
+    def counted_stat(*args: Any, **kwargs: Any) -> os.stat_result:
+        stats.append(args)
+        return real_stat(*args, **kwargs)
+
+    monkeypatch.setattr(f"{apikeys.__name__}.os.stat", counted_stat)
+    key_file.revoke(issued.key_id)
+    took = status_within(1.5, 401)
+    # A request every 50 ms until then: one stat per second, not one per request.
+    assert len(stats) <= 2, f"{len(stats)} stat calls in {took:.2f} s"
 
 
 @pytest.mark.parametrize(
@@ -657,7 +696,7 @@ def test_the_log_names_the_caller_and_never_the_key(
     key_file: KeyFileFixture, base_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     app = create_app(load_settings({**base_env, "API_KEYS_FILE": str(key_file.path)}))
-    client = app.test_client()
+    client = sees_every_change(app).test_client()
     issued = key_file.issue("items:read")
     capsys.readouterr()
     client.get("/api/v1/items", headers={**HTTPS, **with_key(issued.key)})

@@ -287,6 +287,8 @@ import json
 
 from app import app
 
+# Each change of the key file at once (a running app sees it within a second).
+app.extensions["apikeys"].key_file.recheck_seconds = 0
 runner = app.test_cli_runner()
 made = runner.invoke(args=["api-keys", "new", "--name", "copy", "--scope", "reports:read"])
 assert made.exit_code == 0, made.output

@@ -24,9 +24,10 @@ Clients send `X-API-Key: <key>`. A key reads
 
 Only the SHA-256 of each key is kept, with its id, name, scopes, creation and expiry, in the
 JSON file API_KEYS_FILE. Keys are looked up by id and their hashes compared in constant time.
-The file is re-read when it changes (inode, size or times), so that a revocation takes effect
-at the next request of every worker; a file that turns unreadable or malformed later keeps the
-last good set in use and is reported once in the log, never treated as "no restriction".
+Each worker looks at the file at most once a second (KeyFile.recheck_seconds) and reads it
+again when it changed (inode, size or times), so a revocation reaches every worker within a
+second, without a restart; a file that turns unreadable or malformed later keeps the last good
+set in use and is reported once in the log, never treated as "no restriction".
 
     flask --app <package> api-keys new --name nightly-export --scope "items:read" [--expires-in 90d]
     flask --app <package> api-keys list
@@ -108,6 +109,8 @@ MAX_KEY_LENGTH: Final = 256
 DEFAULT_EXPIRES_IN: Final = "90d"
 MAX_LIFETIME_SECONDS: Final = 3650 * 86400
 MAX_FILE_BYTES: Final = 8 * 1024 * 1024
+# Well-formed keys remembered by their SHA-256, so the format is not checked on every request.
+FORMAT_CACHE_SIZE: Final = 4096
 FILE_MODE: Final = 0o600
 
 _KEY_ID: Final = re.compile(r"[0-9A-Za-z]{1,32}")
@@ -306,6 +309,7 @@ class ApiKeys:
         self.prefix = prefix
         self.key_file = key_file
         self._marker = f"{prefix}_"
+        self._well_formed: dict[bytes, str] = {}  # SHA-256 of a key -> its key id
         body_length = f"{SECRET_LENGTH + CHECKSUM_LENGTH},{MAX_KEY_LENGTH}"
         self._format = re.compile(
             re.escape(prefix) + r"_(?P<id>[0-9A-Za-z]{1,32})_[0-9A-Za-z]{" + body_length + "}"
@@ -338,8 +342,7 @@ class ApiKeys:
 
     def verify(self, key: str) -> ApiKeyPrincipal:
         """The caller behind key; raises _Refusal (401) for anything but a valid, live key."""
-        key_id = self.key_id_of(key)
-        digest = key_digest(key)
+        digest, key_id = self._checked_format(key)
         records = self.key_file.records() if self.key_file is not None else {}
         record = records.get(key_id)
         if record is None:
@@ -350,6 +353,19 @@ class ApiKeys:
         if record.expired(time.time()):
             raise _Refusal(401, "The API key expired", "expired", key_id)
         return record.principal
+
+    def _checked_format(self, key: str) -> tuple[bytes, str]:
+        """The key's SHA-256 and id, the format checked once per distinct key."""
+        if len(key) > MAX_KEY_LENGTH or not key.isascii():
+            raise _malformed("too long or not ASCII")
+        digest = hashlib.sha256(key.encode("ascii")).digest()
+        key_id = self._well_formed.get(digest)
+        if key_id is None:
+            key_id = self.key_id_of(key)  # raises for a malformed key: never remembered
+            if len(self._well_formed) >= FORMAT_CACHE_SIZE:
+                self._well_formed.clear()  # made-up keys of the right shape cost a parse, no more
+            self._well_formed[digest] = key_id
+        return digest, key_id
 
     def key_id_of(self, key: str) -> str:
         """The id of a well-formed key of this service; raises _Refusal (401) otherwise."""
@@ -439,39 +455,49 @@ def _signature(info: os.stat_result) -> _Signature:
 class KeyFile:
     """API_KEYS_FILE, re-read whenever it changes; the last good set stays in use otherwise."""
 
+    # How long a worker uses its copy before it stats the file again: a revocation reaches it
+    # within this time, and the requests in between cost no system call.
+    recheck_seconds: float = 1.0
+
     def __init__(self, path: Path) -> None:
         self.path = path
         signature, records = read_key_file(path)
         # Swapped as one tuple, so a reader never sees new records under an old signature.
         self._snapshot: tuple[_Signature, Mapping[str, KeyRecord]] = (signature, records)
         self._failed: object = None  # what was last reported as unusable
+        self._checked_at = time.monotonic()
         self._lock = threading.Lock()
 
     def records(self) -> Mapping[str, KeyRecord]:
-        """The current key records by id (a stat per call; a read only after a change)."""
-        signature, records = self._snapshot
+        """The current key records by id (a stat per recheck_seconds, a read after a change)."""
+        moment = time.monotonic()
+        if moment - self._checked_at >= self.recheck_seconds:
+            self._checked_at = moment
+            self._look_again()
+        return self._snapshot[1]
+
+    def _look_again(self) -> None:
         try:
             now = _signature(os.stat(self.path))
         except OSError as error:
             self._keep_last_good(("stat", error.errno), f"cannot read it ({error.strerror})")
-            return records
-        if now == signature:
+            return
+        if now == self._snapshot[0]:
             self._failed = None
-            return records
+            return
         if now == self._failed:
-            return records
+            return  # reported already; read again once it changes
         with self._lock:
             if now == self._snapshot[0]:
-                return self._snapshot[1]
+                return  # another thread read it meanwhile
             try:
                 loaded = read_key_file(self.path)
             except KeyFileError as error:
                 self._keep_last_good(now, str(error))
-                return self._snapshot[1]
+                return
             self._snapshot = loaded
             self._failed = None
         logger.info("API keys reloaded from %s: %d key(s)", self.path, len(loaded[1]))
-        return loaded[1]
 
     def _keep_last_good(self, failure: object, problem: str) -> None:
         # One line per new failure, not one per request.
@@ -675,13 +701,13 @@ def list_command() -> None:
 @click.argument("key_id")
 @with_appcontext
 def revoke_command(key_id: str) -> None:
-    """Remove a key's record: every worker refuses the key from its next request on."""
+    """Remove a key's record: every worker refuses the key within a second, no restart."""
     path = _cli_key_file().path
     with _changing(path) as records:
         record = records.pop(key_id, None)
         if record is None:
             raise click.ClickException(f"no key with id {key_id!r} in {path}; nothing changed")
-    click.echo(f"api-keys: revoked {key_id} ({record.name}) in {path}")
+    click.echo(f"api-keys: revoked {key_id} ({record.name}) in {path}; refused within a second")
 
 
 def _cli_key_file() -> KeyFile:
