@@ -100,6 +100,16 @@ def test_bad_ttl_is_refused(app: Flask, ttl: str) -> None:
     assert result.exit_code != 0
 
 
+@pytest.mark.parametrize(
+    "scope", ["items:read\u00a0admin", "items:read\tadmin", 'items:"read'], ids=["nbsp", "tab", "quote"]
+)
+def test_scope_the_api_would_refuse_is_refused(app: Flask, scope: str) -> None:
+    result = run_dev_token(app, "--sub", "a", "--scope", scope)
+    assert result.exit_code == 2
+    assert "--scope" in result.output
+    assert "eyJ" not in result.output
+
+
 def test_sub_is_required(app: Flask) -> None:
     assert run_dev_token(app).exit_code != 0
 

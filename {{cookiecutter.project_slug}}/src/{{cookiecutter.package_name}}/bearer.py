@@ -105,8 +105,15 @@ _HTTP_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 _REALM: Final = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]+")
 
-# Hostile input must end as 401, never as a 500: what a parser may raise besides PyJWTError.
-_PARSE_ERRORS: Final = (ValueError, TypeError, RecursionError)
+# Hostile input must end as 401, never as a 500: what a parser may raise besides PyJWTError
+# (OverflowError: a 400-digit number turned into a float).
+_PARSE_ERRORS: Final = (ValueError, TypeError, RecursionError, OverflowError)
+# The last second of year 9999. Later (or negative, infinite, NaN) dates are not a clock's:
+# refused before anything does arithmetic with them, and every date below it is exact in a
+# float, which the verified-token cache computes with.
+_LATEST_DATE: Final = 253_402_300_799
+# RFC 7638 SHA-256 thumbprint, base64url without padding (the cnf "jkt" of RFC 9449).
+_THUMBPRINT: Final = re.compile(r"[A-Za-z0-9_-]{43}")
 
 P = ParamSpec("P")
 
@@ -371,10 +378,31 @@ def _check_claim_types(claims: Mapping[str, Any]) -> None:
     # PyJWT passes int("123") and True as dates; RFC 7519 wants a JSON number.
     for name in ("exp", "iat", "nbf"):
         value = claims.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise _invalid_token(f"The {name} claim must be a number")
+        # Compared, never converted: a comparison holds for any int, NaN fails it.
+        if not 0 <= value <= _LATEST_DATE:
+            raise _invalid_token(f"The {name} claim is out of range")
     if not claims["sub"]:
         raise _invalid_token("The sub claim must not be empty")
+    _confirmation_from(claims)
+
+
+def _confirmation_from(claims: Mapping[str, Any]) -> str | None:
+    """The RFC 7638 thumbprint a DPoP-bound token is bound to (cnf.jkt), None if unbound.
+
+    A token bound by any other method (cnf.x5t#S256 of mutual TLS, RFC 8705) cannot be checked
+    here, so it is refused rather than accepted as if it were a bearer token.
+    """
+    if "cnf" not in claims:
+        return None
+    confirmation = claims["cnf"]
+    thumbprint = confirmation.get("jkt") if isinstance(confirmation, dict) else None
+    if not isinstance(thumbprint, str) or not _THUMBPRINT.fullmatch(thumbprint):
+        raise _invalid_token("The token is bound to a key in a way this API cannot check")
+    return thumbprint
 
 
 def _principal_from(claims: dict[str, Any]) -> Principal:
@@ -394,10 +422,16 @@ def _scopes_from(claims: Mapping[str, Any]) -> frozenset[str]:
     else:
         raw, list_allowed = claims.get("scp", ""), True
     if isinstance(raw, str):
-        return frozenset(raw.split())
-    if list_allowed and isinstance(raw, list) and all(isinstance(item, str) for item in raw):
-        return frozenset(raw)
-    raise _invalid_token("The scope claim is malformed")
+        # RFC 6749 section 3.3: scope-tokens separated by single spaces. str.split() would
+        # also split on tabs, U+00A0, U+2003 and control characters and let the pieces pass.
+        items: list[Any] = raw.split(" ") if raw else []
+    elif list_allowed and isinstance(raw, list):
+        items = raw
+    else:
+        raise _invalid_token("The scope claim is malformed")
+    if not all(isinstance(item, str) and _SCOPE_TOKEN.fullmatch(item) for item in items):
+        raise _invalid_token("The scope claim is malformed")
+    return frozenset(items)
 
 
 def _same_media_type(value: object, expected: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from flask.cli import with_appcontext
 SETTINGS = ("JWT_DEV_PRIVATE_KEY_FILE",)
 DEFAULT_DEV_PRIVATE_KEY_FILE = "keys/dev_jwt_private.pem"
 DEV_CLIENT_ID = "dev-cli"
+# RFC 6749 section 3.3 scope-token.
+SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 def register_commands(app: Flask) -> None:
@@ -53,10 +56,25 @@ def dev_token(sub: str, scope: str, ttl: int) -> None:
             issuer=str(config["JWT_ISSUER"]),
             audience=str(config["JWT_AUDIENCE"]),
             sub=sub,
-            scope=" ".join(scope.split()),
+            scope=_scope_setting(scope),
             ttl=ttl,
         )
     )
+
+
+def _scope_setting(scope: str) -> str:
+    # The scopes as the API will read them (RFC 6749 section 3.3: single spaces between
+    # scope-tokens). Runs of spaces are forgiven here; any other character is refused, since
+    # the token would only be refused later, with less to go on.
+    tokens = [token for token in scope.split(" ") if token]
+    for token in tokens:
+        if not SCOPE_TOKEN.fullmatch(token):
+            raise click.BadParameter(
+                f"{token!r} is not a scope: use printable ASCII without quotes or backslashes, "
+                "separated by spaces",
+                param_hint="--scope",
+            )
+    return " ".join(tokens)
 
 
 def mint_dev_token(
