@@ -50,8 +50,9 @@ def mint(
     kid: str | None = None,
     **header: Any,
 ) -> str:
-    """Sign claims with key, by joserfc or PyJWT; kid defaults to the key's RFC 7638 thumbprint."""
-    protected = {"alg": alg, "kid": kid or key.thumbprint(), **header}
+    """Sign claims with key, by joserfc or PyJWT; kid defaults to the key's RFC 7638 thumbprint
+    and typ to at+jwt, the RFC 9068 access token type the service requires by default."""
+    protected = {"alg": alg, "kid": kid or key.thumbprint(), "typ": "at+jwt", **header}
     if library == "joserfc":
         return jose_jwt.encode(protected, claims, key, algorithms=[alg])
     if library == "pyjwt":

@@ -563,6 +563,35 @@ def test_wrong_token_type_is_invalid_token(
     assert_refused(client.get("/read", headers=auth(token)), 401, "invalid_token", token)
 
 
+def test_id_token_is_refused_by_default(client: FlaskClient, our_key: RSAKey) -> None:
+    # An OpenID Connect ID token signed by the same key: typ JWT, nonce, auth_time. RFC 9068
+    # section 4: only a JWT typed at+jwt is an access token, and that is checked unless opted out.
+    claims = make_claims(nonce="n-0S6_WzA2Mj", auth_time=int(time.time()), at_hash="x")
+    for typ in ("JWT", None):
+        header = {"typ": typ} if typ else {}
+        token = mint(our_key, claims, library="pyjwt", **header)
+        if typ is None:
+            token = token.replace(token.split(".")[0], segment({"alg": "RS256"}), 1)
+        params = assert_refused(client.get("/read", headers=auth(token)), 401, "invalid_token")
+        assert params["error_description"] == "The token type is not accepted"
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "AT+JWT", "Application/AT+JWT"])
+def test_access_token_types_are_accepted_by_default(
+    client: FlaskClient, our_key: RSAKey, typ: str
+) -> None:
+    token = mint(our_key, make_claims(), typ=typ)
+    assert client.get("/read", headers=auth(token)).status_code == 200
+
+
+def test_token_type_check_can_be_turned_off(
+    make_client: Callable[..., FlaskClient], our_key: RSAKey
+) -> None:
+    client = make_client(JWT_TOKEN_TYPE="any")
+    token = mint(our_key, make_claims(), library="pyjwt", typ="JWT")
+    assert client.get("/read", headers=auth(token)).status_code == 200
+
+
 def test_crit_header_is_invalid_token(client: FlaskClient, our_key: RSAKey) -> None:
     header: dict[str, Any] = {"crit": ["exp-ext"], "exp-ext": 1}
     token = mint(our_key, make_claims(), library="pyjwt", **header)
@@ -634,7 +663,9 @@ BAD_SCOPE_SEPARATORS = {
 }
 
 
-@pytest.mark.parametrize("scope", list(BAD_SCOPE_SEPARATORS.values()), ids=list(BAD_SCOPE_SEPARATORS))
+@pytest.mark.parametrize(
+    "scope", list(BAD_SCOPE_SEPARATORS.values()), ids=list(BAD_SCOPE_SEPARATORS)
+)
 def test_scope_not_separated_by_single_spaces_is_invalid_token(
     client: FlaskClient, our_key: RSAKey, scope: str
 ) -> None:
@@ -645,7 +676,12 @@ def test_scope_not_separated_by_single_spaces_is_invalid_token(
 
 @pytest.mark.parametrize(
     "scp",
-    [["items:read", "items:read admin"], ["items:read", ""], ["items:read\u00a0x"], "items:read\tx"],
+    [
+        ["items:read", "items:read admin"],
+        ["items:read", ""],
+        ["items:read\u00a0x"],
+        "items:read\tx",
+    ],
     ids=["space-inside-list-item", "empty-list-item", "no-break-space-in-item", "tab-in-string"],
 )
 def test_malformed_scp_is_invalid_token(client: FlaskClient, our_key: RSAKey, scp: Any) -> None:

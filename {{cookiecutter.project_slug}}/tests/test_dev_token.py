@@ -101,7 +101,9 @@ def test_bad_ttl_is_refused(app: Flask, ttl: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "scope", ["items:read\u00a0admin", "items:read\tadmin", 'items:"read'], ids=["nbsp", "tab", "quote"]
+    "scope",
+    ["items:read\u00a0admin", "items:read\tadmin", 'items:"read'],
+    ids=["nbsp", "tab", "quote"],
 )
 def test_scope_the_api_would_refuse_is_refused(app: Flask, scope: str) -> None:
     result = run_dev_token(app, "--sub", "a", "--scope", scope)

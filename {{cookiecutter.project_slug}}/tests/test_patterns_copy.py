@@ -237,13 +237,18 @@ def test_bearer_copied_alone_checks_tokens_and_scopes(tmp_path: Path) -> None:
     (tmp_path / "public.pem").write_bytes(public_pem)
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 300}
+    typed = {"typ": "at+jwt"}  # RFC 9068 access tokens, as bearer.py requires by default
     tokens = {
-        "valid": jwt.encode({**claims, "scope": "items:read"}, key, algorithm="RS256"),
-        "missing_scope": jwt.encode({**claims, "scope": "items:write"}, key, algorithm="RS256"),
-        "bad_signature": jwt.encode({**claims, "scope": "items:read"}, stranger, "RS256"),
+        "valid": jwt.encode({**claims, "scope": "items:read"}, key, "RS256", typed),
+        "missing_scope": jwt.encode({**claims, "scope": "items:write"}, key, "RS256", typed),
+        "bad_signature": jwt.encode({**claims, "scope": "items:read"}, stranger, "RS256", typed),
         "expired": jwt.encode(
-            {**claims, "scope": "items:read", "iat": now - 900, "exp": now - 600}, key, "RS256"
+            {**claims, "scope": "items:read", "iat": now - 900, "exp": now - 600},
+            key,
+            "RS256",
+            typed,
         ),
+        "id_token": jwt.encode({**claims, "scope": "items:read", "nonce": "n"}, key, "RS256"),
         "none": "",
     }
     files = {"check.py": BEARER_CHECK, "tokens.json": json.dumps(tokens)}
@@ -252,7 +257,7 @@ def test_bearer_copied_alone_checks_tokens_and_scopes(tmp_path: Path) -> None:
     assert seen["missing_scope"][0] == 403
     assert 'error="insufficient_scope"' in seen["missing_scope"][1]
     assert 'scope="items:read"' in seen["missing_scope"][1]
-    for name in ("bad_signature", "expired"):
+    for name in ("bad_signature", "expired", "id_token"):
         assert seen[name][0] == 401, name
         assert 'error="invalid_token"' in seen[name][1], name
     assert seen["none"] == [401, 'Bearer realm="api"']

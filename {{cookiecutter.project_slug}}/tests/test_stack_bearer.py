@@ -48,8 +48,7 @@ def other_key() -> RSAKey:
 def token_for(live_stack: LiveStack, stack_key: RSAKey) -> Callable[..., str]:
     def build(key: RSAKey | None = None, **claims: Any) -> str:
         values = {"iss": live_stack.issuer, "aud": live_stack.audience, **claims}
-        # The bake's .env requires RFC 9068 access tokens (JWT_TOKEN_TYPE=at+jwt).
-        return mint(key or stack_key, make_claims(**values), typ="at+jwt")
+        return mint(key or stack_key, make_claims(**values))
 
     return build
 

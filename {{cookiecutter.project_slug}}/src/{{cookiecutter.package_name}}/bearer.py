@@ -20,8 +20,9 @@ Settings, read once from app.config by init_app():
     JWT_ALGORITHMS             allowed "alg" values, tuple or comma separated; asymmetric only
                                (default ("RS256",)); HS* and "none" are refused here
     JWT_LEEWAY_SECONDS         clock skew allowed on exp/nbf/iat (default 30, at most 300)
-    JWT_TOKEN_TYPE             e.g. "at+jwt": the JOSE "typ" every token must carry (RFC 9068);
-                               default None (not checked)
+    JWT_TOKEN_TYPE             the JOSE "typ" every token must carry (RFC 9068 section 4);
+                               default "at+jwt" ("application/at+jwt" is the same type);
+                               "any" turns the check off for providers that do not type tokens
     JWT_REALM                  realm of the WWW-Authenticate challenge (default "api")
     JWT_MAX_TOKEN_BYTES        longer tokens are refused before any parsing (default 8192)
     JWT_JWKS_CACHE_SECONDS     age after which the cached JWKS is refreshed (default 300)
@@ -92,6 +93,8 @@ SETTINGS: Final = (
     "JWT_JWKS_TIMEOUT_SECONDS",
     "JWT_VERIFIED_CACHE_SIZE",
 )
+DEFAULT_TOKEN_TYPE: Final = "at+jwt"  # noqa: S105 (a media type, not a secret)
+TOKEN_TYPE_ANY: Final = "any"  # noqa: S105
 EXTENSION_KEY: Final = "bearer"
 READINESS_NAME: Final = "bearer_keys"
 
@@ -879,10 +882,17 @@ def _int_setting(config: Mapping[str, Any], name: str, default: int, *, low: int
 
 
 def _token_type_setting(value: object) -> str | None:
+    """The typ to require; None (from "any") checks nothing."""
     if value is None or value == "":
+        # RFC 9068 section 4: without this check an ID token signed by the same provider,
+        # with the same iss and aud, passes as an access token.
+        return DEFAULT_TOKEN_TYPE
+    if isinstance(value, str) and value.lower() == TOKEN_TYPE_ANY:
         return None
     if not isinstance(value, str) or not _HTTP_TOKEN.fullmatch(value.replace("/", "")):
-        raise BearerConfigError("JWT_TOKEN_TYPE", "must be a media type such as at+jwt")
+        raise BearerConfigError(
+            "JWT_TOKEN_TYPE", f"must be a media type such as at+jwt, or {TOKEN_TYPE_ANY}"
+        )
     return value
 
 
