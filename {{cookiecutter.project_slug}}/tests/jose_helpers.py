@@ -139,3 +139,50 @@ class JwksServer:
                 return None
 
         return Handler
+
+
+class TricklingJwksServer:
+    """A JWKS provider on 127.0.0.1 that, once `trickle` is set, sends its answer (status line
+    and headers included) one byte per second: every socket read gets data well within any
+    per-read timeout, so only a total deadline ends the fetch."""
+
+    def __init__(self) -> None:
+        self.body = b'{"keys": []}'
+        self.trickle = False
+        self.hits = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.hits += 1
+                answer = (
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(server.body)}\r\n\r\n".encode()
+                    + server.body
+                )
+                self.close_connection = True
+                try:
+                    if not server.trickle:
+                        self.wfile.write(answer)
+                        return
+                    for byte in answer:
+                        self.wfile.write(bytes([byte]))
+                        time.sleep(1.0)
+                except OSError:
+                    return  # the client gave up: what a deadline is for
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/jwks-{uuid.uuid4().hex}.json"
+
+    def publish(self, *keys: RSAKey) -> None:
+        self.body = json.dumps({"keys": [public_jwk(key) for key in keys]}).encode()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -27,7 +27,8 @@ Settings, read once from app.config by init_app():
     JWT_MAX_TOKEN_BYTES        longer tokens are refused before any parsing (default 8192)
     JWT_JWKS_CACHE_SECONDS     age after which the cached JWKS is refreshed (default 300)
     JWT_JWKS_COOLDOWN_SECONDS  minimum time between two JWKS fetches (default 30)
-    JWT_JWKS_TIMEOUT_SECONDS   timeout of one JWKS fetch (default 5)
+    JWT_JWKS_TIMEOUT_SECONDS   total deadline of one JWKS fetch, the longest an unknown kid
+                               waits (default 5)
     JWT_VERIFIED_CACHE_SIZE    verified tokens remembered, keyed by their SHA-256 (default 4096;
                                0 turns the cache off)
     APP_ENV                    "production" (the default) forbids an http JWKS URL
@@ -37,15 +38,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import http.client
+import io
 import ipaddress
 import json
 import logging
+import os
 import re
 import socket
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -568,9 +571,12 @@ _KeySnapshot = tuple[Mapping[str, _Jwk], int]
 class _JwksKeys:
     """Process-wide cache of one JWKS URL.
 
-    Fetched once at start-up; refreshed when older than max_age; an unknown kid refetches at
-    most once per cooldown (so random kids cannot make us hammer the provider); a failed
+    Fetched once at start-up; refreshed in the background when older than max_age; an unknown
+    kid asks for a refetch at most once per cooldown (so random kids cannot make us hammer the
+    provider) and waits for it at most `timeout` seconds, the fetch's total deadline; a failed
     fetch keeps the keys we have, so a provider outage never breaks tokens already trusted.
+    A request that a cached key can answer never waits on a fetch: fetches run on a thread of
+    their own, one at a time per process.
     """
 
     def __init__(self, url: str, *, max_age: float, cooldown: float, timeout: float) -> None:
@@ -581,7 +587,15 @@ class _JwksKeys:
         self._snapshot: _KeySnapshot = (MappingProxyType({}), 0)
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
+        self.reset_after_fork()
+
+    def reset_after_fork(self) -> None:
+        # Locks and threads do not survive fork() (gunicorn builds the app in its master, then
+        # forks the workers): a lock the parent's fetch thread held would stay held in the
+        # child forever, and that thread's fetch would never finish there.
         self._lock = threading.Lock()
+        self._fetch_done = threading.Condition(self._lock)
+        self._fetching = False
 
     @property
     def generation(self) -> int:
@@ -596,7 +610,7 @@ class _JwksKeys:
                 raise _KeysUnavailable
             raise _invalid_token("The access token has no key id")
         entry = keys.get(kid)
-        if entry is None and self._cooldown_over():
+        if entry is None:
             self.refresh(wait=True)
             keys, generation = self._snapshot
             entry = keys.get(kid)
@@ -611,39 +625,49 @@ class _JwksKeys:
 
     def refresh_if_stale(self) -> None:
         fetched_at = self._fetched_at
-        stale = fetched_at is None or time.monotonic() - fetched_at >= self.max_age
-        if stale and self._cooldown_over():
-            # Requests never queue behind a routine refresh: whoever holds the lock fetches.
+        if fetched_at is None or time.monotonic() - fetched_at >= self.max_age:
             self.refresh(wait=False)
 
     def usable(self) -> bool:
-        if not self._snapshot[0] and self._cooldown_over():
+        if not self._snapshot[0]:
             self.refresh(wait=True)
         return bool(self._snapshot[0])
 
     def refresh(self, *, wait: bool) -> None:
-        if not self._lock.acquire(blocking=wait):
-            return
+        """Start a fetch unless one is running or the cooldown forbids it; with wait, wait for
+        the running fetch (this one or another's) for at most the fetch deadline."""
+        give_up_at = time.monotonic() + self.timeout
+        with self._lock:
+            if not self._fetching:
+                if not self._cooldown_over():
+                    return
+                self._attempted_at = time.monotonic()
+                self._fetching = True
+                threading.Thread(target=self._fetch, name="jwks-fetch", daemon=True).start()
+            while wait and self._fetching:
+                left = give_up_at - time.monotonic()
+                if left <= 0:
+                    return
+                self._fetch_done.wait(left)
+
+    def _fetch(self) -> None:
+        fetched: dict[str, _Jwk] | None = None
         try:
-            if not self._cooldown_over():
-                return  # another thread fetched while we waited
-            self._attempted_at = time.monotonic()
-            try:
-                fetched = _parse_jwks(_download_jwks(self.url, self.timeout))
-            except (_JwksError, *_PARSE_ERRORS) as exc:
-                # Whatever the document holds, it costs this fetch only: at start-up the app
-                # still starts (503 until keys arrive), later the cached keys stay in use.
-                reason = str(exc) if isinstance(exc, _JwksError) else type(exc).__name__
-                logger.warning(
-                    "JWKS fetch from %s failed (%s); keeping cached keys", self.url, reason
-                )
-                return
-            keys, generation = self._snapshot
-            if fetched != keys:
-                self._snapshot = (MappingProxyType(fetched), generation + 1)
-            self._fetched_at = self._attempted_at
+            fetched = _parse_jwks(_download_jwks(self.url, self.timeout))
+        except (_JwksError, *_PARSE_ERRORS) as exc:
+            # Whatever the document holds, it costs this fetch only: at start-up the app
+            # still starts (503 until keys arrive), later the cached keys stay in use.
+            reason = str(exc) if isinstance(exc, _JwksError) else type(exc).__name__
+            logger.warning("JWKS fetch from %s failed (%s); keeping cached keys", self.url, reason)
         finally:
-            self._lock.release()
+            with self._lock:
+                if fetched is not None:
+                    keys, generation = self._snapshot
+                    if fetched != keys:
+                        self._snapshot = (MappingProxyType(fetched), generation + 1)
+                    self._fetched_at = self._attempted_at
+                self._fetching = False
+                self._fetch_done.notify_all()
 
     def _cooldown_over(self) -> bool:
         attempted_at = self._attempted_at
@@ -667,25 +691,48 @@ def _shared_jwks(url: str, *, max_age: float, cooldown: float, timeout: float) -
     return client
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # A redirect could downgrade https to http or leave the configured host.
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+def _reset_jwks_clients_after_fork() -> None:
+    global _JWKS_CLIENTS_LOCK  # noqa: PLW0603 (a lock held at fork time must be replaced)
+    _JWKS_CLIENTS_LOCK = threading.Lock()
+    for client in _JWKS_CLIENTS.values():
+        client.reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_jwks_clients_after_fork)
 
 
 def _download_jwks(url: str, timeout: float) -> Any:
-    opener = urllib.request.build_opener(_NoRedirect())
-    fetch = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
+    """GET the JWKS within a total deadline of `timeout` seconds: connection, TLS handshake,
+    headers and body together. A timeout per socket read alone lets a provider that trickles
+    one byte a second hold a fetch for as long as it likes. No redirect is followed: it could
+    downgrade https to http or leave the configured host."""
+    deadline = time.monotonic() + timeout
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    host = parts.hostname or ""
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         # The scheme was checked by init_app (https, or http to loopback outside production).
-        with opener.open(fetch, timeout=timeout) as response:
+        port = parts.port or (443 if https else 80)
+        sock = socket.create_connection((host, port), timeout=_time_left(deadline))
+        try:
+            if https:
+                sock.settimeout(_time_left(deadline))  # the whole handshake, not each read
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            connection_class = http.client.HTTPSConnection if https else http.client.HTTPConnection
+            connection = connection_class(host, port)
+            connection.sock = sock  # connected above, within the deadline
+            sock.settimeout(_time_left(deadline))
+            connection.request("GET", target, headers={"Accept": "application/json"})
+            # Read through a file whose every read is bounded by what is left of the deadline.
+            response = http.client.HTTPResponse(_DeadlineSocket(sock, deadline), method="GET")  # type: ignore[arg-type]
+            response.begin()
             if response.status != 200:
                 raise _JwksError(f"HTTP {response.status}")
             body = response.read(_MAX_JWKS_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise _JwksError(f"HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        finally:
+            sock.close()
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         raise _JwksError(type(exc).__name__) from None
     if len(body) > _MAX_JWKS_BYTES:
         raise _JwksError("document too large")
@@ -696,6 +743,39 @@ def _download_jwks(url: str, timeout: float) -> Any:
     except RecursionError:
         # "[" * 200000 fits the size limit; the C parser then gives up with RecursionError.
         raise _JwksError("JSON nested too deeply") from None
+
+
+def _time_left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:  # never 0 for settimeout(), which would make the socket non-blocking
+        raise TimeoutError("JWKS fetch deadline passed")
+    return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that end, all together, at one deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._sock.settimeout(_time_left(self._deadline))
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineSocket:
+    """What http.client.HTTPResponse reads from: makefile() only."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
 
 
 def _parse_jwks(document: Any) -> dict[str, _Jwk]:
