@@ -15,13 +15,13 @@ from typing import Any
 
 import jwt
 from joserfc import jwt as jose_jwt
-from joserfc.jwk import ECKey, RSAKey
+from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 ISSUER = "https://issuer.test/"
 AUDIENCE = "https://api.test"
 MISSING = object()  # as a claim value: leave the claim out
 
-JoseKey = RSAKey | ECKey
+JoseKey = RSAKey | ECKey | OKPKey
 
 
 def make_claims(**changes: Any) -> dict[str, Any]:
@@ -59,6 +59,51 @@ def mint(
         private_pem = key.as_pem(private=True)
         extra = {name: value for name, value in protected.items() if name != "alg"}
         return jwt.encode(claims, private_pem, algorithm=alg, headers=extra)
+    raise ValueError(library)
+
+
+def bound_to(key: JoseKey) -> dict[str, Any]:
+    """The cnf claim of a token bound to key (RFC 9449 section 6.1), thumbprint by joserfc."""
+    return {"cnf": {"jkt": key.thumbprint()}}
+
+
+def access_token_hash(token: str) -> str:
+    return b64url(hashlib.sha256(token.encode("ascii")).digest())
+
+
+DPOP_ALGORITHMS = {"EC": "ES256", "RSA": "PS256", "OKP": "EdDSA"}
+
+
+def dpop_proof(
+    key: JoseKey,
+    method: str,
+    url: str,
+    token: str | None,
+    *,
+    library: str = "joserfc",
+    alg: str | None = None,
+    header: dict[str, Any] | None = None,
+    signer: JoseKey | None = None,
+    **claims: Any,
+) -> str:
+    """An RFC 9449 proof for (method, url) and the access token, signed with key (or signer,
+    to forge one), by joserfc or PyJWT. header and claims change or (MISSING) drop members."""
+    alg = alg or DPOP_ALGORITHMS[key.key_type]
+    protected = {"typ": "dpop+jwt", "alg": alg, "jwk": key.as_dict(private=False)}
+    protected.update(header or {})
+    payload = {"jti": uuid.uuid4().hex, "htm": method, "htu": url, "iat": int(time.time())}
+    if token is not None:
+        payload["ath"] = access_token_hash(token)
+    payload.update(claims)
+    protected = {name: value for name, value in protected.items() if value is not MISSING}
+    payload = {name: value for name, value in payload.items() if value is not MISSING}
+    signing_key = signer or key
+    if library == "joserfc":
+        return jose_jwt.encode(protected, payload, signing_key, algorithms=[alg])
+    if library == "pyjwt":
+        extra = {name: value for name, value in protected.items() if name != "alg"}
+        pem = signing_key.as_pem(private=True)
+        return jwt.encode(payload, pem, algorithm=alg, headers=extra)
     raise ValueError(library)
 
 

@@ -30,13 +30,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from {{ cookiecutter.package_name }} import bearer, redaction, transport, webhooks
+from {{ cookiecutter.package_name }} import bearer, dpop, redaction, transport, webhooks
 
 # module -> the one third-party library it may use besides Flask/Werkzeug (None: stdlib only,
 # without even Flask, as redaction.py promises).
 STANDALONE: dict[ModuleType, set[str]] = {
     transport: {"flask", "werkzeug"},
     bearer: {"flask", "werkzeug", "jwt"},
+    dpop: {"flask", "werkzeug", "jwt"},
     webhooks: {"flask", "werkzeug", "redis"},
     redaction: set(),
 }

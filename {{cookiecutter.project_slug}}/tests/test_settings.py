@@ -275,6 +275,10 @@ def bearer_of(app: Flask) -> Any:
     return app.extensions["bearer"]
 
 
+def dpop_of(app: Flask) -> Any:
+    return app.extensions["dpop"]
+
+
 def webhooks_of(app: Flask) -> Any:
     return app.extensions["webhooks"]
 
@@ -316,6 +320,13 @@ DOCUMENTED: dict[str, Documented] = {
     "JWT_JWKS_TIMEOUT_SECONDS": Documented("61", "2",
                                            lambda app: bearer_of(app).keys.timeout, 2),
     "JWT_VERIFIED_CACHE_SIZE": Documented("-1", "0", lambda app: bearer_of(app).cache.size, 0),
+    "JWT_DPOP": Documented("sometimes", "required", lambda app: dpop_of(app).required, True),
+    "JWT_DPOP_ALGORITHMS": Documented("ES256 HS256", "ES256,EdDSA",
+                                      lambda app: dpop_of(app).algorithms, ("ES256", "EdDSA")),
+    "JWT_DPOP_ORIGINS": Documented("http://api.example.com",
+                                   "https://API.example.com:443 https://localhost:8443",
+                                   lambda app: dpop_of(app).origins,
+                                   frozenset({"https://api.example.com", "https://localhost:8443"})),
     "JWT_DEV_PRIVATE_KEY_FILE": Documented("/nonexistent.pem", "", lambda app: None, None,
                                            owner="dev-token"),
     "WEBHOOK_SECRET": Documented("whsec_!!!", "whsec_" + "B" * 44,

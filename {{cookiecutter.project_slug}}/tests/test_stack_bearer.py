@@ -124,7 +124,9 @@ def test_scheme_variants_pass_through_nginx(
 def test_no_token_gets_bare_challenge(live_stack: LiveStack) -> None:
     response = live_stack.https("GET", "/api/v1/items")
     problem(response, 401)
-    assert response.header("WWW-Authenticate") == 'Bearer realm="api"'
+    assert response.header("WWW-Authenticate") == (
+        'Bearer realm="api", DPoP realm="api", algs="ES256 RS256 PS256 EdDSA"'
+    )
 
 
 def test_two_authorization_headers_are_invalid_request(

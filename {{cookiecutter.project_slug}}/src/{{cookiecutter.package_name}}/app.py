@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, bearer, commands, events, health, logs, openapi, transport, webhooks
+from . import api, bearer, commands, dpop, events, health, logs, openapi, transport, webhooks
 from .problems import register_error_handlers
 from .settings import Settings, load_settings
 
@@ -31,6 +31,8 @@ def register_extensions(app: Flask) -> None:
     transport.init_app(app)
     bearer.init_app(app)
     webhooks.init_app(app)
+    # DPoP proofs: their jti are remembered in the replay store webhooks.init_app opened.
+    dpop.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, ParamSpec
+from typing import Any, Final, ParamSpec, Protocol
 from urllib.parse import urlsplit
 
 import jwt
@@ -99,6 +99,10 @@ SETTINGS: Final = (
 DEFAULT_TOKEN_TYPE: Final = "at+jwt"  # noqa: S105 (a media type, not a secret)
 TOKEN_TYPE_ANY: Final = "any"  # noqa: S105
 EXTENSION_KEY: Final = "bearer"
+PROOF_EXTENSION_KEY: Final = "dpop"
+# The scheme ("bearer" or "dpop") the current request's credentials came with.
+_SCHEME_KEY: Final = "bearer_auth_scheme"
+_PROOF_ERRORS: Final = frozenset({"invalid_dpop_proof", "invalid_token"})
 READINESS_NAME: Final = "bearer_keys"
 
 _MAX_JWKS_BYTES: Final = 512 * 1024
@@ -146,20 +150,51 @@ class Principal:
 
 
 class _Rejection(Exception):
-    """An RFC 6750 section 3 outcome; description is fixed text, never token content."""
+    """An RFC 6750 section 3 outcome; description is fixed text, never token content.
+
+    scheme: the challenge ("bearer" or "dpop") that carries the error; None means the scheme
+    the client used, or both challenges when that is unknown (RFC 9449 section 7.2).
+    """
 
     def __init__(
-        self, status: int, error: str | None, description: str, scope: str | None = None
+        self,
+        status: int,
+        error: str | None,
+        description: str,
+        scope: str | None = None,
+        scheme: str | None = None,
     ) -> None:
         super().__init__(description)
         self.status = status
         self.error = error
         self.description = description
         self.scope = scope
+        self.scheme = scheme
 
 
 class _KeysUnavailable(Exception):
-    """No key has ever been fetched, so no token can be judged: 503, never accept."""
+    """Something the verdict needs cannot answer (no signing key was ever fetched, the DPoP
+    replay store is down), so no token can be judged: 503, never accept."""
+
+    def __init__(self, description: str = "Token signing keys are temporarily unavailable"):
+        super().__init__(description)
+        self.description = description
+
+
+class ProofVerifier(Protocol):
+    """A DPoP proof checker (RFC 9449) that another module registers as
+    app.extensions["dpop"] (dpop.py does). This file never imports it, so it still stands
+    alone: without one, the DPoP scheme is simply not offered.
+
+    verify_proof raises ValueError for a refused proof (str(): fixed text for the client;
+    attribute error: the RFC 9449 error code, invalid_dpop_proof unless it says otherwise)
+    and ConnectionError when its replay store cannot answer.
+    """
+
+    required: bool  # every token must be DPoP-bound (JWT_DPOP=required)
+    algorithms: tuple[str, ...]  # proof algorithms, announced in the challenge's algs
+
+    def verify_proof(self, access_token: str, bound_to: str, *, leeway: int) -> None: ...
 
 
 def _invalid_request(description: str) -> _Rejection:
@@ -219,8 +254,8 @@ def require_scopes(
                 _check_scopes(principal, needed)
             except _Rejection as rejection:
                 return verifier.reject(rejection)
-            except _KeysUnavailable:
-                return verifier.keys_unavailable()
+            except _KeysUnavailable as unavailable:
+                return verifier.keys_unavailable(unavailable)
             return view(*args, **kwargs)
 
         # Read by openapi.py, so the published document and the check share one list.
@@ -244,6 +279,27 @@ def _current_verifier() -> _Verifier:
         # Fail closed: a protected view without init_app must never run unprotected.
         raise RuntimeError("bearer.init_app(app) was not called")
     return verifier
+
+
+def _proof_verifier() -> ProofVerifier | None:
+    verifier: ProofVerifier | None = current_app.extensions.get(PROOF_EXTENSION_KEY)
+    return verifier
+
+
+def _check_proof(proofs: ProofVerifier, token: str, bound_to: str, leeway: int) -> None:
+    """RFC 9449 section 7.1: a DPoP-bound token needs a valid proof of its key, every time."""
+    try:
+        proofs.verify_proof(token, bound_to, leeway=leeway)
+    except ConnectionError:
+        raise _KeysUnavailable("The DPoP replay store is temporarily unavailable") from None
+    except ValueError as refused:
+        error = getattr(refused, "error", "invalid_dpop_proof")
+        description = str(refused)
+        # What reaches the challenge is fixed text of the proof checker's; anything else is
+        # replaced rather than echoed.
+        if error not in _PROOF_ERRORS or not _REALM.fullmatch(description):
+            error, description = "invalid_dpop_proof", "The DPoP proof is invalid"
+        raise _Rejection(401, error, description) from None
 
 
 def _check_scopes(principal: Principal, needed: tuple[str, ...]) -> None:
@@ -284,10 +340,29 @@ class _Verifier:
         self.cache = cache
 
     def authenticate(self) -> Principal:
-        token = _token_from_request(self.max_token_bytes)
-        if token is None:
-            raise _Rejection(401, None, "A bearer access token is required")
-        return self.verify(token)
+        proofs = _proof_verifier()
+        schemes = ("bearer",) if proofs is None else ("bearer", "dpop")
+        credentials = _credentials_from_request(self.max_token_bytes, schemes)
+        if credentials is None:
+            raise _Rejection(401, None, "An access token is required")
+        scheme, token = credentials
+        principal = self.verify(token)
+        bound_to = _confirmation_from(principal.claims)
+        if scheme == "dpop" and proofs is not None:
+            if bound_to is None:
+                raise _invalid_token(
+                    "The access token is not DPoP-bound; send it as a Bearer token"
+                )
+            _check_proof(proofs, token, bound_to, self.leeway)
+            return principal
+        # RFC 9449 section 7.2: a DPoP-bound token sent as a bearer token is a downgrade.
+        if bound_to is not None:
+            raise _invalid_token("A DPoP-bound token must be sent with the DPoP scheme")
+        if proofs is not None and proofs.required:
+            raise _Rejection(
+                401, "invalid_token", "This API accepts DPoP-bound tokens only", scheme="dpop"
+            )
+        return principal
 
     def verify(self, token: str) -> Principal:
         self.keys.refresh_if_stale()
@@ -337,21 +412,25 @@ class _Verifier:
         return claims
 
     def reject(self, rejection: _Rejection) -> Response:
+        scheme = g.get(_SCHEME_KEY)
         logger.info(
-            "bearer token refused: status=%s error=%s reason=%s",
+            "%s token refused: status=%s error=%s reason=%s",
+            "DPoP" if scheme == "dpop" else "bearer",
             rejection.status,
             rejection.error or "none",
             rejection.description,
         )
-        challenge = _challenge(self.realm, rejection.error, rejection.description, rejection.scope)
         extra = {"error": rejection.error} if rejection.error else {}
         response = _problem(rejection.status, rejection.description, **extra)
-        response.headers["WWW-Authenticate"] = challenge
+        response.headers["WWW-Authenticate"] = _challenges(
+            self.realm, rejection, rejection.scheme or scheme, _proof_verifier()
+        )
         return response
 
-    def keys_unavailable(self) -> Response:
-        logger.warning("bearer token not judged: no signing keys available (JWKS unreachable)")
-        response = _problem(503, "Token signing keys are temporarily unavailable")
+    def keys_unavailable(self, unavailable: _KeysUnavailable | None = None) -> Response:
+        description = (unavailable or _KeysUnavailable()).description
+        logger.warning("access token not judged: %s", description)
+        response = _problem(503, description)
         response.headers["Retry-After"] = str(max(1, round(self.keys.cooldown)))
         return response
 
@@ -455,8 +534,11 @@ def _same_media_type(value: object, expected: str) -> bool:
 # --------------------------------------------------------------------------- request parsing
 
 
-def _token_from_request(max_token_bytes: int) -> str | None:
-    """The bearer token of the Authorization header, None when no bearer credentials came."""
+def _credentials_from_request(
+    max_token_bytes: int, schemes: tuple[str, ...]
+) -> tuple[str, str] | None:
+    """(scheme, token) of the Authorization header for one of schemes (lower case), None when
+    no such credentials came."""
     # RFC 6750 sections 2.2 and 2.3: tokens in URLs end up in logs and caches; refuse them
     # even when a header is also present (clients MUST NOT use more than one method).
     if request.query_string and "access_token" in request.args:
@@ -468,17 +550,26 @@ def _token_from_request(max_token_bytes: int) -> str | None:
         return None
     if len(values) != 1:
         raise _invalid_request("Send exactly one Authorization header")
-    return _bearer_token(values[0], max_token_bytes)
+    return _credentials(values[0], max_token_bytes, schemes)
 
 
-def _bearer_token(value: str, max_token_bytes: int) -> str | None:
+def _credentials(
+    value: str, max_token_bytes: int, schemes: tuple[str, ...]
+) -> tuple[str, str] | None:
     # Field values carry no leading/trailing whitespace (RFC 9110 section 5.5).
     scheme, _, credentials = value.strip(" \t").partition(" ")
-    if scheme.lower() != "bearer":
+    scheme = scheme.lower()
+    if scheme not in schemes:
         if _HTTP_TOKEN.fullmatch(scheme):
-            return None  # another scheme (Basic, DPoP...): RFC 6750 3.1, no error code
+            return None  # another scheme (Basic, ...): RFC 6750 3.1, no error code
         raise _invalid_request("The Authorization header is malformed")
-    token = credentials.lstrip(" ")  # RFC 6750 2.1: "Bearer" 1*SP b64token
+    if "," in credentials:
+        # Several Authorization fields folded into one by the server: which scheme the client
+        # meant is unknown, so the error goes into every challenge.
+        raise _invalid_request("Send exactly one Authorization header")
+    g.setdefault(_SCHEME_KEY, scheme)
+    # RFC 6750 2.1: "Bearer" 1*SP b64token; RFC 9449 7.1: "DPoP" 1*SP token68, the same.
+    token = credentials.lstrip(" ")
     if not token:
         raise _invalid_request("The Authorization header has no token")
     if len(token) > max_token_bytes:
@@ -486,20 +577,34 @@ def _bearer_token(value: str, max_token_bytes: int) -> str | None:
     if not _B64TOKEN.fullmatch(token):
         # Also catches several Authorization headers folded into one by the server.
         raise _invalid_request("The Authorization header is malformed")
-    return token
+    return scheme, token
 
 
 # --------------------------------------------------------------------------- responses
 
 
-def _challenge(realm: str, error: str | None, description: str, scope: str | None) -> str:
-    params = [f'realm="{realm}"']
-    if error is not None:
-        params.append(f'error="{error}"')
-        params.append(f'error_description="{description}"')
-    if scope is not None:
-        params.append(f'scope="{scope}"')
-    return "Bearer " + ", ".join(params)
+def _challenges(
+    realm: str, rejection: _Rejection, used: str | None, proofs: ProofVerifier | None
+) -> str:
+    """The WWW-Authenticate value: a Bearer challenge (unless DPoP is required) and, where
+    proofs are checked, a DPoP one with its algs (RFC 9449 section 7.1). The error goes into the
+    challenge of the scheme the client used, into both when that is unknown (section 7.2)."""
+    offered = [] if proofs is not None and proofs.required else ["bearer"]
+    if proofs is not None:
+        offered.append("dpop")
+    carrier = used if used in offered else None
+    challenges = []
+    for scheme in offered:
+        params = [f'realm="{realm}"']
+        if rejection.error is not None and carrier in (scheme, None):
+            params.append(f'error="{rejection.error}"')
+            params.append(f'error_description="{rejection.description}"')
+            if rejection.scope is not None:
+                params.append(f'scope="{rejection.scope}"')
+        if scheme == "dpop" and proofs is not None:
+            params.append(f'algs="{" ".join(proofs.algorithms)}"')
+        challenges.append(("Bearer " if scheme == "bearer" else "DPoP ") + ", ".join(params))
+    return ", ".join(challenges)
 
 
 def _problem(status: int, detail: str, **extensions: str) -> Response:

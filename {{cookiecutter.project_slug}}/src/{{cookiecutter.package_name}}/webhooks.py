@@ -117,6 +117,7 @@ log = logging.getLogger(__name__)
 STANDARD_WEBHOOKS_NAME: Final = "standard-webhooks"
 
 EXTENSION_KEY = "webhooks"
+REPLAY_STORE_KEY = "replay_store"
 READINESS_CHECK_NAME = "webhook_replay_store"
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_TOLERANCE_SECONDS = 300
@@ -755,6 +756,9 @@ def init_app(
         clock=clock,
     )
     app.extensions[EXTENSION_KEY] = state
+    # Shared with other modules that must remember something across workers and hosts (the
+    # DPoP proofs' jti); they find it here rather than importing this module.
+    app.extensions[REPLAY_STORE_KEY] = state.store
 
     def replay_store_ready() -> bool:
         return state.store.ping()
