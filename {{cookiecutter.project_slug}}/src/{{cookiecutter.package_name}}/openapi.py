@@ -34,6 +34,7 @@ OPENAPI_VERSION: Final = "3.1.0"
 PROBLEM_JSON: Final = "application/problem+json"
 FALLBACK_SERVER_URL: Final = "https://localhost:8443"
 SECURITY_SCHEME: Final = "bearerAuth"
+DPOP_SECURITY_SCHEME: Final = "dpopAuth"
 # Flask answers these by itself for every rule; they are not operations of the API.
 IMPLICIT_METHODS: Final = frozenset({"HEAD", "OPTIONS"})
 # nginx rate-limits these prefixes (limit_req), so only their operations can answer 429.
@@ -118,7 +119,7 @@ def build_document(app: Flask) -> dict[str, Any]:
         "servers": [{"url": server_url(app.config), "description": "HTTPS only"}],
         "security": [],
         "paths": _paths(app),
-        "components": _components(),
+        "components": _components(app),
     }
 
 
@@ -156,6 +157,14 @@ def webhook_sender(app: Flask, rule: Rule) -> Sender | None:
     return sender if isinstance(sender, Sender) else None
 
 
+def _schemes(app: Flask) -> list[str]:
+    """The token schemes the app offers: bearer unless JWT_DPOP=required, DPoP where proofs
+    are checked (dpop.init_app registered its checker, which says whether it is required)."""
+    proofs = app.extensions.get("dpop")
+    required = bool(getattr(proofs, "required", False))
+    return ([] if required else [SECURITY_SCHEME]) + ([DPOP_SECURITY_SCHEME] if proofs else [])
+
+
 def _info(app: Flask) -> dict[str, Any]:
     package = app.import_name.partition(".")[0]
     try:
@@ -187,7 +196,8 @@ def _operation(app: Flask, method: str, path: str, rule: Rule) -> dict[str, Any]
         "operationId": f"{method.lower()}_{rule.endpoint.replace('.', '_')}",
         "summary": described.summary if described else rule.endpoint,
         "tags": [rule.endpoint.partition(".")[0] if "." in rule.endpoint else "app"],
-        "security": [{SECURITY_SCHEME: list(scopes)}] if scopes is not None else [],
+        # Alternatives: any one scheme offered, with the same scopes.
+        "security": [{name: list(scopes)} for name in _schemes(app)] if scopes is not None else [],
     }
     parameters = _path_parameters(rule.rule)
     if sender is not None:
@@ -277,19 +287,33 @@ def _ref(kind: str, name: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- components
 
 
-def _components() -> dict[str, Any]:
-    return {
-        "securitySchemes": {
-            SECURITY_SCHEME: {
-                "type": "http",
-                "scheme": "bearer",
-                "bearerFormat": "JWT",
-                "description": (
-                    "OAuth 2.0 access token (RFC 9068 JWT) sent as `Authorization: Bearer`. "
-                    "Each operation lists the scopes it requires (`scope` or `scp` claim)."
-                ),
-            }
+def _components(app: Flask) -> dict[str, Any]:
+    schemes = {
+        SECURITY_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": (
+                "OAuth 2.0 access token (RFC 9068 JWT) sent as `Authorization: Bearer`. "
+                "Each operation lists the scopes it requires (`scope` or `scp` claim). A "
+                "DPoP-bound token (`cnf.jkt`) is refused with this scheme."
+            ),
         },
+        DPOP_SECURITY_SCHEME: {
+            "type": "http",
+            "scheme": "DPoP",
+            "description": (
+                "DPoP-bound JWT access token (RFC 9449: `cnf.jkt` names the client's key) sent as "
+                "`Authorization: DPoP <token>`, with a fresh proof in the `DPoP` header: a JWT "
+                "typed `dpop+jwt`, signed with one of the algorithms the 401 challenge lists "
+                "(`algs`) by the key in its `jwk`, with `htm` (the method), `htu` (this URL "
+                "without query), `iat`, a single-use `jti` and `ath` (base64url SHA-256 of "
+                "the token). Same scopes as the bearer scheme."
+            ),
+        },
+    }
+    return {
+        "securitySchemes": {name: schemes[name] for name in _schemes(app)},
         "schemas": _schemas(),
         "responses": _error_responses(),
     }
