@@ -38,7 +38,7 @@ STANDALONE: dict[ModuleType, set[str]] = {
     transport: {"flask", "werkzeug"},
     bearer: {"flask", "werkzeug", "jwt"},
     dpop: {"flask", "werkzeug", "jwt"},
-    webhooks: {"flask", "werkzeug", "redis"},
+    webhooks: {"flask", "werkzeug", "redis", "cryptography"},
     redaction: set(),
 }
 # Typing-only stubs of the standard library (imported under TYPE_CHECKING).
