@@ -28,7 +28,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from {{ cookiecutter.package_name }} import bearer, dpop, redaction, transport, webhooks
 
@@ -111,6 +111,7 @@ def test_every_pattern_page_is_indexed_and_says_what_it_defends_and_how_to_copy(
         "bearer-tokens.md",
         "webhooks.md",
         "log-redaction.md",
+        "dpop.md",
     }
     for page in pages:
         assert f"]({page.name})" in index, page.name
@@ -262,6 +263,96 @@ def test_bearer_copied_alone_checks_tokens_and_scopes(tmp_path: Path) -> None:
         assert seen[name][0] == 401, name
         assert 'error="invalid_token"' in seen[name][1], name
     assert seen["none"] == [401, 'Bearer realm="api"']
+
+
+# --------------------------------------------------------------------------- dpop.py
+
+
+DPOP_APP = """
+from flask import Flask, jsonify
+
+import dpop
+
+
+class Store:  # one process here; a real app shares the webhooks replay store
+    def __init__(self):
+        self.seen = set()
+
+    def claim(self, key, lease_seconds):
+        if key in self.seen:
+            return "processing"
+        self.seen.add(key)
+        return "claimed"
+
+
+app = Flask(__name__)
+dpop.init_app(app, store=Store())
+
+
+@app.route("/items", methods=["GET", "POST"])
+def items():
+    # What bearer.py does for a DPoP-bound token: the token's cnf.jkt is passed along.
+    from flask import request
+
+    token, bound_to = request.headers["X-Token"], request.headers["X-Bound-To"]
+    try:
+        app.extensions["dpop"].verify_proof(token, bound_to, leeway=30)
+    except ValueError as refused:
+        return jsonify(error=refused.error), 401
+    return jsonify(ok=True)
+"""
+
+DPOP_CHECK = """
+import json
+
+from app import app
+
+client = app.test_client()
+cases = json.load(open("cases.json"))
+seen = {}
+for name, case in cases.items():
+    response = client.open("/items", method=case["method"], headers=case["headers"],
+                           base_url="https://copy.example")
+    seen[name] = [response.status_code, response.get_json()]
+print(json.dumps(seen))
+"""
+
+
+def test_dpop_copied_alone_checks_proofs(tmp_path: Path) -> None:
+    key, stranger = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    token = "an-access-token"
+    ath = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+
+    def public_jwk(private_key: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
+        jwk: dict[str, Any] = jwt.algorithms.ECAlgorithm.to_jwk(
+            private_key.public_key(), as_dict=True
+        )
+        return jwk
+
+    def proof(private_key: ec.EllipticCurvePrivateKey, method: str) -> str:
+        claims = {"jti": secrets.token_hex(8), "htm": method, "htu": "https://copy.example/items",
+                  "iat": int(time.time()), "ath": ath}  # fmt: skip
+        headers = {"typ": "dpop+jwt", "jwk": public_jwk(private_key)}
+        return jwt.encode(claims, private_key, algorithm="ES256", headers=headers)
+
+    jkt = dpop.jwk_thumbprint(public_jwk(key))
+
+    def case(method: str, value: str) -> dict[str, Any]:
+        return {"method": method, "headers": {"X-Token": token, "X-Bound-To": jkt, "DPoP": value}}
+
+    first = proof(key, "GET")
+    cases = {
+        "valid": case("GET", first),
+        "replayed": case("GET", first),
+        "other_method": case("POST", proof(key, "GET")),
+        "other_key": case("GET", proof(stranger, "GET")),
+    }
+    files = {"check.py": DPOP_CHECK, "cases.json": json.dumps(cases)}
+    seen = printed(run_copied(dpop, tmp_path, DPOP_APP, files))
+    assert seen["valid"] == [200, {"ok": True}]
+    assert seen["replayed"] == [401, {"error": "invalid_dpop_proof"}]
+    assert seen["other_method"] == [401, {"error": "invalid_dpop_proof"}]
+    assert seen["other_key"] == [401, {"error": "invalid_token"}]
 
 
 # --------------------------------------------------------------------------- webhooks.py
