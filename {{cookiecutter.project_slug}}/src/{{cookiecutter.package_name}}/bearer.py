@@ -1,7 +1,10 @@
 """OAuth 2.0 bearer access tokens for Flask: RFC 6750, RFC 8725 and RFC 9068.
 
 This module stands alone (Flask, PyJWT and the standard library only) so that it can be
-copied into any Flask app; see docs/patterns/bearer-tokens.md.
+copied into any Flask app; see docs/patterns/bearer-tokens.md. DPoP-bound tokens (RFC 9449,
+"Authorization: DPoP") are accepted when a proof checker is registered in
+app.extensions["dpop"] (dpop.py, docs/patterns/dpop.md); a DPoP-bound token sent as a bearer
+token is always refused.
 
     bearer.init_app(app)
 
