@@ -265,7 +265,9 @@ def raw_claims(client_key: ECKey, token: str, iat: str) -> str:
 
     header = {"typ": "dpop+jwt", "jwk": client_key.as_dict(private=False)}
     ath = b64url(hashlib.sha256(token.encode()).digest())
-    payload = f'{{"jti": "r-1", "htm": "GET", "htu": "{READ_URL}", "ath": "{ath}", "iat": {iat}}}'
+    # Concatenated: doubled braces in an f-string would read as template syntax at bake time.
+    members = f'"jti": "r-1", "htm": "GET", "htu": "{READ_URL}", "ath": "{ath}", "iat": {iat}'
+    payload = "{" + members + "}"
     return jwt.api_jws.encode(
         payload.encode(), client_key.as_pem(private=True), algorithm="ES256", headers=header
     )
