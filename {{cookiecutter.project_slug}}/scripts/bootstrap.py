@@ -223,8 +223,6 @@ def env_file_text(domain_name: str) -> str:
             "APP_ENV=development",
             f"JWT_ISSUER={DEV_ISSUER}",
             f"JWT_AUDIENCE=https://{domain_name}",
-            # Local tokens from `flask dev-token` are RFC 9068 access tokens.
-            "JWT_TOKEN_TYPE=at+jwt",
             f"JWT_PUBLIC_KEY_FILE=keys/{JWT_PUBLIC_FILE}",
             f"JWT_DEV_PRIVATE_KEY_FILE=keys/{JWT_PRIVATE_FILE}",
             # Hashes of the keys `flask api-keys new` hands out; unset turns API keys off.

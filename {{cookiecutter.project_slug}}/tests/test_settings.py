@@ -3,6 +3,7 @@ README documents reaches the part of the service that owns it."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -203,8 +205,16 @@ def test_web_concurrency_must_be_a_positive_whole_number(
 def test_webhook_secrets_are_split_for_rotation(base_env: dict[str, str]) -> None:
     old, new = base_env["WEBHOOK_SECRET"], "whsec_" + "A" * 44
     app = start({**base_env, "WEBHOOK_SECRET": f"{old}  {new}"})
-    keys = app.extensions["webhooks"].secrets[webhooks.STANDARD_WEBHOOKS.name]
+    keys = app.extensions["webhooks"].keys[webhooks.STANDARD_WEBHOOKS.name]["v1"]
     assert keys == (webhooks.decode_standard_secret(old), webhooks.decode_standard_secret(new))
+
+
+def test_a_webhook_public_key_alone_is_enough_in_production(base_env: dict[str, str]) -> None:
+    # v1a: the receiver holds only the sender's public key, no shared secret at all.
+    env: dict[str, str | None] = {**production_env(base_env), "WEBHOOK_SECRET": None}
+    env["WEBHOOK_PUBLIC_KEY"] = WEBHOOK_PUBLIC_KEY
+    keys = start(env).extensions["webhooks"].keys[webhooks.STANDARD_WEBHOOKS.name]
+    assert keys == {"v1": (), "v1a": (PUBLIC_KEY_BYTES,)}
 
 
 def test_secrets_never_appear_in_repr_or_errors(base_env: dict[str, str]) -> None:
@@ -276,8 +286,16 @@ def bearer_of(app: Flask) -> Any:
     return app.extensions["bearer"]
 
 
+def dpop_of(app: Flask) -> Any:
+    return app.extensions["dpop"]
+
+
 def webhooks_of(app: Flask) -> Any:
     return app.extensions["webhooks"]
+
+
+def standard_keys(app: Flask) -> Any:
+    return webhooks_of(app).keys[webhooks.STANDARD_WEBHOOKS.name]
 
 
 def proxy_fix_hops(app: Flask) -> object:
@@ -291,6 +309,8 @@ def hsts_of(app: Flask) -> object:
 
 
 GITHUB_SECRET = "g" * 40
+PUBLIC_KEY_BYTES = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+WEBHOOK_PUBLIC_KEY = "whpk_" + base64.b64encode(PUBLIC_KEY_BYTES).decode()
 STRIPE_SECRET = "whsec_" + "s" * 40
 
 DOCUMENTED: dict[str, Documented] = {
@@ -306,8 +326,7 @@ DOCUMENTED: dict[str, Documented] = {
     "JWT_ALGORITHMS": Documented("HS256", "RS256,PS256", lambda app: bearer_of(app).algorithms,
                                  ("RS256", "PS256")),
     "JWT_LEEWAY_SECONDS": Documented("301", "300", lambda app: bearer_of(app).leeway, 300),
-    "JWT_TOKEN_TYPE": Documented("a b", "application/at+jwt",
-                                 lambda app: bearer_of(app).token_type, "application/at+jwt"),
+    "JWT_TOKEN_TYPE": Documented("a b", "any", lambda app: bearer_of(app).token_type, None),
     "JWT_REALM": Documented('x"y', "orders", lambda app: bearer_of(app).realm, "orders"),
     "JWT_MAX_TOKEN_BYTES": Documented("255", "256",
                                       lambda app: bearer_of(app).max_token_bytes, 256),
@@ -321,15 +340,25 @@ DOCUMENTED: dict[str, Documented] = {
     "API_KEYS_FILE": Documented("/nonexistent/api-keys.json", "api-keys.json",
                                 lambda app: app.extensions["apikeys"].key_file.path,
                                 Path("api-keys.json"), files=(("api-keys.json", '{"keys": []}'),)),
+    "JWT_DPOP": Documented("sometimes", "required", lambda app: dpop_of(app).required, True),
+    "JWT_DPOP_ALGORITHMS": Documented("ES256 HS256", "ES256,EdDSA",
+                                      lambda app: dpop_of(app).algorithms, ("ES256", "EdDSA")),
+    "JWT_DPOP_ORIGINS": Documented("http://api.example.com",
+                                   "https://API.example.com:443 https://localhost:8443",
+                                   lambda app: dpop_of(app).origins,
+                                   frozenset({"https://api.example.com", "https://localhost:8443"})),
     "JWT_DEV_PRIVATE_KEY_FILE": Documented("/nonexistent.pem", "", lambda app: None, None,
                                            owner="dev-token"),
     "WEBHOOK_SECRET": Documented("whsec_!!!", "whsec_" + "B" * 44,
-                                 lambda app: len(webhooks_of(app).secrets["standard-webhooks"]), 1),
+                                 lambda app: len(standard_keys(app)["v1"]), 1),
+    "WEBHOOK_PUBLIC_KEY": Documented("whsk_" + "A" * 86, WEBHOOK_PUBLIC_KEY,
+                                     lambda app: standard_keys(app)["v1a"],
+                                     (PUBLIC_KEY_BYTES,)),
     "GITHUB_WEBHOOK_SECRET": Documented("g" * 31, GITHUB_SECRET,
-                                        lambda app: webhooks_of(app).secrets["github"],
+                                        lambda app: webhooks_of(app).keys["github"]["sha256"],
                                         (GITHUB_SECRET.encode(),), production=True),
     "STRIPE_WEBHOOK_SECRET": Documented("whsec_" + "s" * 25, STRIPE_SECRET,
-                                        lambda app: webhooks_of(app).secrets["stripe"],
+                                        lambda app: webhooks_of(app).keys["stripe"]["v1"],
                                         (STRIPE_SECRET.encode(),), production=True),
     "WEBHOOK_TOLERANCE_SECONDS": Documented("3601", "3600",
                                             lambda app: webhooks_of(app).tolerance, 3600),

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, apikeys, bearer, commands, events, health, logs, openapi, transport, webhooks
+from . import (
+    api,
+    apikeys,
+    bearer,
+    commands,
+    dpop,
+    events,
+    health,
+    logs,
+    openapi,
+    transport,
+    webhooks,
+)
 from .problems import register_error_handlers
 from .settings import Settings, load_settings
 
@@ -33,6 +45,8 @@ def register_extensions(app: Flask) -> None:
     # Registers itself with bearer.require_scopes: the API's routes take a token or a key.
     apikeys.init_app(app)
     webhooks.init_app(app)
+    # DPoP proofs: their jti are remembered in the replay store webhooks.init_app opened.
+    dpop.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

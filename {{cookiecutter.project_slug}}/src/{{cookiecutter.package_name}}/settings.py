@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from . import apikeys, bearer, commands, logs, transport, webhooks
+from . import apikeys, bearer, commands, dpop, logs, transport, webhooks
 
 ENVIRONMENTS = ("production", "development", "test")
 MAX_BODY_BYTES = 1024 * 1024
@@ -27,6 +27,7 @@ MAX_BODY_BYTES = 1024 * 1024
 MODULE_SETTINGS: tuple[str, ...] = (
     *bearer.SETTINGS,
     *apikeys.SETTINGS,
+    *dpop.SETTINGS,
     *webhooks.SETTINGS,
     *transport.SETTINGS,
     *logs.SETTINGS,
@@ -123,20 +124,24 @@ def refuse_local_issuer(issuer: str) -> None:
 
 
 def require_webhook_secret(values: Mapping[str, str]) -> None:
-    if "WEBHOOK_SECRET" not in values:
+    # /webhooks/events verifies with either kind of key: an HMAC secret or (v1a) a public key.
+    if not {"WEBHOOK_SECRET", "WEBHOOK_PUBLIC_KEY"} & values.keys():
         raise ConfigError(
-            "WEBHOOK_SECRET", "required in production (whsec_... for /webhooks/events)"
+            "WEBHOOK_SECRET",
+            "required in production (whsec_... for /webhooks/events), unless "
+            "WEBHOOK_PUBLIC_KEY (whpk_...) is set",
         )
 
 
 def refuse_weak_webhook_secrets(values: Mapping[str, str]) -> None:
     # Development and tests may use short, readable secrets; production may not. Each format
-    # says how long a key must be, and decodes its secrets (the values never reach a message).
+    # says how long a key must be, and decodes its keys (the values never reach a message).
     for sender in webhooks.SENDERS:
-        if any(len(key) < sender.strong_key_bytes for key in sender.secrets_from(values)):
-            raise ConfigError(
-                sender.setting, f"each secret needs at least {sender.strong_key_bytes} bytes"
-            )
+        for signing in sender.keys:
+            if any(len(key) < signing.strong_key_bytes for key in signing.keys_from(values)):
+                raise ConfigError(
+                    signing.setting, f"each secret needs at least {signing.strong_key_bytes} bytes"
+                )
 
 
 def check_replay_store(url: str, app_env: str, web_concurrency: int) -> None:
