@@ -73,6 +73,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -907,9 +908,11 @@ class Receiver:
         return _status_response("accepted")
 
     def _event(self, verified: VerifiedDelivery, body: bytes) -> WebhookEvent:
-        # Parsing only now, after the signature vouched for these exact bytes.
+        # Parsing only now, after the signature vouched for these exact bytes. Strict JSON
+        # (RFC 8259): no NaN or Infinity for handlers to pass on to stricter parsers; nesting
+        # deeper than the parser's recursion limit ends in RecursionError, a 400 too.
         try:
-            payload = json.loads(body)
+            payload = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
         except (ValueError, RecursionError):
             raise WebhookRejected(400, "body is not JSON") from None
         # Stripe's id lives in the signed body; the other formats' in a (checked) header.
@@ -949,6 +952,17 @@ def _read_body(limit: int) -> bytes:
     if len(body) > limit:
         raise too_large
     return body
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
 
 
 def _json_string(payload: Any, key: str) -> str | None:
