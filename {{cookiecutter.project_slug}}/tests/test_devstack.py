@@ -98,3 +98,13 @@ def test_the_domain_comes_from_the_bake_answers() -> None:
     answers = json.loads((PROJECT_ROOT / ".cookiecutter.json").read_text())
     assert devstack.domain_name() == answers["domain_name"]
     assert answers["domain_name"] in devstack.load_stack({}).settings["EXTRA_SERVER_NAMES"]
+
+
+def test_nginx_judges_hsts_for_the_apps_environment() -> None:
+    # nginx sends the HSTS header clients see: a short max-age must not reach it in production
+    # (APP_ENV unset means production, as for the app), while development may turn HSTS off.
+    for env in ({"HSTS_MAX_AGE": "0"}, {"HSTS_MAX_AGE": "0", "APP_ENV": "production"}):
+        with pytest.raises(devstack.DevstackError, match="HSTS_MAX_AGE"):
+            devstack.derived_settings(devstack.load_stack(env).settings)
+    development = devstack.load_stack({"HSTS_MAX_AGE": "0", "APP_ENV": "development"})
+    assert devstack.derived_settings(development.settings)["NGINX_LIMIT_REQ_RATE"] == "20"
