@@ -344,6 +344,14 @@ def proxy_fix_hops(app: Flask) -> object:
     return middleware.x_for if isinstance(middleware, ProxyFix) else 0
 
 
+def speaks_for_clients(app: Flask, peer: str) -> bool:
+    """Whether the app believes peer's X-Forwarded-Proto (HSTS goes only on HTTPS answers)."""
+    response = app.test_client().get(
+        "/healthz", headers={"X-Forwarded-Proto": "https"}, environ_base={"REMOTE_ADDR": peer}
+    )
+    return "Strict-Transport-Security" in response.headers
+
+
 def hsts_of(app: Flask) -> object:
     response = app.test_client().get("/healthz", headers={"X-Forwarded-Proto": "https"})
     return response.headers.get("Strict-Transport-Security")
@@ -396,6 +404,8 @@ DOCUMENTED: dict[str, Documented] = {
                                    lambda app: type(webhooks_of(app).store).__name__,
                                    "SqliteReplayStore"),
     "TRUSTED_PROXY_HOPS": Documented("-1", "2", proxy_fix_hops, 2),
+    "FORWARDED_ALLOW_IPS": Documented("10.0.0.300", "10.0.0.0/8",
+                                      lambda app: speaks_for_clients(app, "10.1.2.3"), True),
     "HSTS_MAX_AGE": Documented("-5", "31536000", hsts_of, "max-age=31536000; includeSubDomains"),
     "HSTS_PRELOAD": Documented("maybe", "yes", hsts_of,
                                "max-age=63072000; includeSubDomains; preload"),
