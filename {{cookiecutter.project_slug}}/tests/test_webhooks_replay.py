@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -324,6 +325,54 @@ def test_default_store_is_a_sqlite_file_in_the_instance_folder(tmp_path: Path) -
     assert Path(state.store.path).is_file()
     with sqlite3.connect(state.store.path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sqlite_store_is_private_to_this_user(tmp_path: Path) -> None:
+    # Whoever can write the file (or its -wal/-shm companions, or swap them in the directory)
+    # can make the service forget accepted deliveries, so replays would be processed again.
+    app = bare_app(tmp_path, FlakyHandler())  # the default: a file in the instance folder
+    instance = tmp_path / "instance"
+    # SQLite drops -wal and -shm when the last connection closes: hold one open meanwhile.
+    holder = sqlite3.connect(instance / "webhook-replay.sqlite3")
+    try:
+        holder.execute("SELECT count(*) FROM webhook_deliveries").fetchall()
+        assert post(app.test_client(), b'{"type": "x"}', "msg_private").status_code == 200
+        assert stat.S_IMODE(instance.stat().st_mode) == 0o700
+        for suffix in ("", "-wal", "-shm"):
+            name = f"webhook-replay.sqlite3{suffix}"
+            assert stat.S_IMODE((instance / name).stat().st_mode) == 0o600, name
+    finally:
+        holder.close()
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777])  # sticky or not, like /tmp
+def test_sqlite_store_in_a_directory_everyone_may_write_is_refused(
+    tmp_path: Path, mode: int
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    with pytest.raises(ValueError, match=r"^REPLAY_STORE_URL: .*writable by everyone"):
+        bare_app(tmp_path, FlakyHandler(), REPLAY_STORE_URL=f"sqlite://{shared}/replay.db")
+
+
+def test_sqlite_store_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.db").touch(mode=0o600)
+    (tmp_path / "replay.db").symlink_to(tmp_path / "elsewhere.db")
+    with pytest.raises(ValueError, match=r"^REPLAY_STORE_URL: .*symbolic link"):
+        bare_app(tmp_path, FlakyHandler(), REPLAY_STORE_URL=f"sqlite://{tmp_path}/replay.db")
+
+
+@pytest.mark.parametrize("planted", ["replay.db", "replay.db-wal", "replay.db-shm"])
+def test_sqlite_store_files_someone_else_made_are_refused(tmp_path: Path, planted: str) -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("needs root to give a file to another user, and CI=true requires it")
+        pytest.skip("needs root to give a file to another user")
+    (tmp_path / planted).touch(mode=0o644)
+    os.chown(tmp_path / planted, 65534, 65534)
+    with pytest.raises(ValueError, match=r"^REPLAY_STORE_URL: .*owned by uid 65534"):
+        bare_app(tmp_path, FlakyHandler(), REPLAY_STORE_URL=f"sqlite://{tmp_path}/replay.db")
 
 
 def test_replay_ttl_never_shorter_than_the_timestamp_window(tmp_path: Path) -> None:

@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -78,6 +79,7 @@ import os
 import re
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -735,12 +737,46 @@ def open_replay_store(url: str | None, instance_path: str) -> ReplayStore:
 def _open_sqlite(path: str) -> SqliteReplayStore:
     # Refusing to start beats starting and answering 503 to every delivery.
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _claim_sqlite_files(path)
         return SqliteReplayStore(path)
     except (OSError, StoreUnavailable):
         raise WebhookConfigError(
             "REPLAY_STORE_URL", f"cannot create the SQLite replay store {path}"
         ) from None
+
+
+def _claim_sqlite_files(path: str) -> None:
+    """Whoever can write the store's file, or SQLite's -wal and -shm files beside it, or swap
+    them in their directory, can make the service forget accepted deliveries (and so process
+    replays). Refuse any of them that another user made or that everybody may write; make
+    what is missing private to this user (SQLite gives -wal and -shm the file's own mode)."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    _refuse_foreign(directory, os.stat(directory), directory_owners=(os.geteuid(), 0))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            _refuse_foreign(name, os.lstat(name), directory_owners=())
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _refuse_foreign(name: str, info: os.stat_result, directory_owners: tuple[int, ...]) -> None:
+    problem = None
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symbolic link"
+    elif info.st_uid != os.geteuid() and info.st_uid not in directory_owners:
+        problem = f"is owned by uid {info.st_uid}"
+    elif info.st_mode & stat.S_IWOTH:
+        problem = "is writable by everyone"
+    if problem:
+        raise WebhookConfigError(
+            "REPLAY_STORE_URL",
+            f"{name} {problem}: whoever can write there could make the service forget accepted"
+            " deliveries; use a directory only this user can write to",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
