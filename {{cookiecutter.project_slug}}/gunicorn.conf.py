@@ -56,17 +56,18 @@ except ValueError as error:
 worker_class = "gthread"
 threads = env_int("GUNICORN_THREADS", 2, minimum=1)
 
-# A worker stuck longer than this is killed and replaced (no request should take 30 s).
-timeout = env_int("GUNICORN_TIMEOUT", 30)
+# A worker stuck longer than this is killed and replaced (no request should take 30 s). gunicorn
+# reads 0 as "never", so it is refused like the limits below, where 0 means "unlimited".
+timeout = env_int("GUNICORN_TIMEOUT", 30, minimum=1)
 graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # Longer than nginx's upstream keepalive_timeout (60 s) so gunicorn never closes an idle
 # connection nginx is about to reuse (which would surface as sporadic 502s).
 keepalive = env_int("GUNICORN_KEEPALIVE", 75)
 
 # Requests that reach gunicorn already passed nginx's limits; these are a second fence.
-limit_request_line = env_int("GUNICORN_LIMIT_REQUEST_LINE", 4094)
-limit_request_fields = env_int("GUNICORN_LIMIT_REQUEST_FIELDS", 100)
-limit_request_field_size = env_int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190)
+limit_request_line = env_int("GUNICORN_LIMIT_REQUEST_LINE", 4094, minimum=1)
+limit_request_fields = env_int("GUNICORN_LIMIT_REQUEST_FIELDS", 100, minimum=1)
+limit_request_field_size = env_int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190, minimum=1)
 
 # Proxy trust is decided once, in the app (transport.py: ProxyFix with TRUSTED_PROXY_HOPS, for
 # peers in FORWARDED_ALLOW_IPS only). gunicorn must not decide it a second time from

@@ -521,3 +521,23 @@ def test_valid_value_reaches_the_part_that_owns_it(
         env.update(JWT_PUBLIC_KEY_FILE=None, JWT_JWKS_URL="http://127.0.0.1:9/jwks")
     app = start({**env, name: case.valid})
     assert case.seen(app) == case.expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "GUNICORN_TIMEOUT",  # 0: a stuck worker is never replaced
+        "GUNICORN_LIMIT_REQUEST_LINE",  # 0: request lines of any length
+        "GUNICORN_LIMIT_REQUEST_FIELDS",  # 0: gunicorn's maximum, 32768 headers
+        "GUNICORN_LIMIT_REQUEST_FIELD_SIZE",  # 0: headers of any size
+    ],
+)
+def test_gunicorn_limits_never_mean_unlimited(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # gunicorn reads 0 as "no limit" for each of these: a typo would start without the fence.
+    monkeypatch.chdir(tmp_path)  # no .env here: only the environment counts
+    with pytest.raises(SystemExit):
+        load_gunicorn_conf({name: "0"})
+    assert capsys.readouterr().err.startswith(f"configuration error: {name}: ")
+    assert load_gunicorn_conf({name: "100"})[name.removeprefix("GUNICORN_").lower()] == 100
