@@ -9,9 +9,11 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -129,7 +131,7 @@ def require_root() -> None:
     pytest.skip(reason)
 
 
-def stack_in(run_dir: Path, log_dir: Path) -> object:
+def stack_in(run_dir: Path, log_dir: Path) -> Any:
     return devstack.load_stack({"DEVSTACK_RUN_DIR": str(run_dir), "DEVSTACK_LOG_DIR": str(log_dir)})
 
 
@@ -230,3 +232,39 @@ def test_commands_never_act_on_someone_elses_runtime_directory(
     error = capsys.readouterr().err
     assert error.startswith(f"devstack: runtime directory {run_dir} is owned by uid {NOBODY}")
     assert process.poll() is None, "a process named by someone else's pid file was signalled"
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def test_down_leaves_alone_a_live_process_group_that_is_not_this_stacks(tmp_path: Path) -> None:
+    # A stale pid file whose pid now belongs to another live program: e.g. the system's own
+    # nginx master, whose workers look exactly like this stack's ("nginx: worker process").
+    # While that pid lives, the group is its own: this stack's orphans cannot be in it.
+    if not Path("/proc").is_dir():
+        pytest.skip("needs /proc to find the worker")
+    stack = stack_in(tmp_path / "run", tmp_path / "log")
+    devstack.prepare_directories(stack)
+    script = 'exec -a "nginx: worker process" sleep 60 & wait'
+    master = subprocess.Popen(["bash", "-c", script], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (workers := children_of(master.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert workers, "the stand-in worker did not start"
+        (stack.run_dir / "nginx.pid").write_text(f"{master.pid}\n")
+        devstack.stop_all(stack)
+        time.sleep(0.2)
+        assert master.poll() is None
+        assert children_of(master.pid) == workers, "another program's workers were killed"
+    finally:
+        os.killpg(master.pid, 9)
+        master.wait(timeout=10)
