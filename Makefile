@@ -6,7 +6,9 @@ DEMO = $(DEMO_DIR)/secure-service
 
 .PHONY: venv test lint demo demo-stop clean
 
-venv: $(VENV)/.installed
+K8S_TOOLS := $(VENV)/k8s-tools
+
+venv: $(VENV)/.installed $(K8S_TOOLS)/.installed
 
 # One venv serves the template tests and every baked project under test. The baked service's
 # dependencies are installed from a throwaway bake of its own pyproject.toml (hooks skipped),
@@ -20,6 +22,15 @@ $(VENV)/.installed: requirements-dev.txt {{cookiecutter.project_slug}}/pyproject
 	$(PYTHON) -m pip install --quiet "$(VENV)/deps-bake/secure-service[dev,redis]"
 	$(PYTHON) -m pip uninstall --quiet --yes secure-service
 	rm -rf $(VENV)/deps-bake
+	touch $@
+
+# checkov and kubernetes-validate for the baked Kubernetes tests, in their own venv (checkov's
+# pins clash with the dev tools). The baked tests find it beside their interpreter, as the
+# baked `make k8s-tools` puts it.
+$(K8S_TOOLS)/.installed: {{cookiecutter.project_slug}}/deploy/k8s/requirements-tools.txt $(VENV)/.installed
+	test -x $(K8S_TOOLS)/bin/python || python3 -m venv $(K8S_TOOLS)
+	$(K8S_TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(K8S_TOOLS)/bin/python -m pip install --quiet -r "{{cookiecutter.project_slug}}/deploy/k8s/requirements-tools.txt"
 	touch $@
 
 test: venv ## every template check: hooks, bakes of each option, lint of each bake, baked tests

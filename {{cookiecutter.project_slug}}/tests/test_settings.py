@@ -435,7 +435,8 @@ def test_every_module_setting_is_in_the_readme() -> None:
 def run_nginx_derive(settings: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The script nginx's image sources before rendering its templates (devstack too)."""
     env = {"RATE_LIMIT_PER_SECOND": "20", "RATE_LIMIT_BURST": "40", "HSTS_MAX_AGE": "63072000",
-           "HTTPS_PORT": "443", "PATH": "/usr/bin:/bin", **settings}  # fmt: skip
+           "HTTPS_PORT": "443", "UPSTREAM_SERVER": "app:8000", "PATH": "/usr/bin:/bin",
+           **settings}  # fmt: skip
     printer = '. "$1" && echo "rate=${NGINX_LIMIT_REQ_RATE}r/s ${NGINX_LIMIT_REQ_OPTIONS}"'
     return subprocess.run(
         ["sh", "-c", printer, "sh", str(NGINX_DERIVE)],
