@@ -132,7 +132,12 @@ def test_public_key_as_private_key_is_refused(make_app: Any, signing_keys: Any) 
 
 
 def test_refused_in_production(make_app: Any, tmp_path: Path) -> None:
-    app = make_app(APP_ENV="production", REPLAY_STORE_URL=f"sqlite:///{tmp_path}/replay.db")
+    # Without the test key pair's private half: production refuses to trust a dev key at all.
+    app = make_app(
+        APP_ENV="production",
+        REPLAY_STORE_URL=f"sqlite:///{tmp_path}/replay.db",
+        JWT_DEV_PRIVATE_KEY_FILE=None,
+    )
     result = run_dev_token(app, "--sub", "alice")
     assert result.exit_code == 1
     assert "refused when APP_ENV=production" in result.output
@@ -143,7 +148,9 @@ def test_refused_in_production_through_the_flask_cli(
     base_env: dict[str, str], tmp_path: Path
 ) -> None:
     production = {"APP_ENV": "production", "REPLAY_STORE_URL": f"sqlite:///{tmp_path}/replay.db"}
-    result = run_flask_dev_token({**base_env, **production}, tmp_path, "--sub", "alice")
+    env = {**base_env, **production}
+    env.pop("JWT_DEV_PRIVATE_KEY_FILE")  # production refuses to trust a dev key pair at all
+    result = run_flask_dev_token(env, tmp_path, "--sub", "alice")
     assert result.returncode != 0
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()

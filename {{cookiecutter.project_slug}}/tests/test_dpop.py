@@ -69,7 +69,7 @@ def public_key_file(tmp_path: Path, issuer_key: RSAKey) -> Path:
 
 
 class BrokenStore:
-    def claim(self, key: str, lease_seconds: int) -> str:
+    def claim(self, key: str, lease_seconds: int, owner: str) -> str:
         raise webhooks.StoreUnavailable("down")
 
 
@@ -490,7 +490,7 @@ def test_jti_is_stored_hashed_for_the_proof_window(
     seen: list[tuple[str, int]] = []
 
     class RecordingStore:
-        def claim(self, key: str, lease_seconds: int) -> str:
+        def claim(self, key: str, lease_seconds: int, owner: str) -> str:
             seen.append((key, lease_seconds))
             return "claimed"
 
@@ -598,7 +598,7 @@ token, proof, replay_proof, issuer, audience, key_file = sys.argv[1:]
 
 class Store:
     def __init__(self): self.seen = set()
-    def claim(self, key, lease):
+    def claim(self, key, lease, owner):
         if key in self.seen: return "done"
         self.seen.add(key); return "claimed"
 

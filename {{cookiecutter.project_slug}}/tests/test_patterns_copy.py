@@ -360,7 +360,7 @@ class Store:  # one process here; a real app shares the webhooks replay store
     def __init__(self):
         self.seen = set()
 
-    def claim(self, key, lease_seconds):
+    def claim(self, key, lease_seconds, owner):
         if key in self.seen:
             return "processing"
         self.seen.add(key)

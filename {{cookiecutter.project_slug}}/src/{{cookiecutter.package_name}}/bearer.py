@@ -1083,16 +1083,36 @@ def _jwks_url_setting(url: str, *, production: bool) -> str:
     )
 
 
+# What distributions name loopback in /etc/hosts besides localhost (Debian, Red Hat, ...).
+_LOOPBACK_NAMES: Final = frozenset(
+    {
+        "localhost.localdomain",
+        "localhost4",
+        "localhost4.localdomain4",
+        "localhost6",
+        "localhost6.localdomain6",
+        "ip6-localhost",
+        "ip6-loopback",
+    }
+)
+
+
 def is_loopback(host: str) -> bool:
     """True for every spelling of this machine: localhost and *.localhost (RFC 6761), with or
-    without a trailing dot, 127/8, ::1, IPv4-mapped ::ffff:127.x, the unspecified addresses
+    without a trailing dot, the distributions' aliases (ip6-localhost, localhost.localdomain),
+    127/8, ::1, IPv4-mapped ::ffff:127.x and IPv4-compatible ::127.x, the unspecified addresses
     (a connection to 0.0.0.0 reaches this host) and legacy IPv4 forms such as 127.1."""
     name = host.strip().strip("[]").rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    if name == "localhost" or name.endswith(".localhost") or name in _LOOPBACK_NAMES:
         return True
     address = _ip_address(name)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.is_loopback or address.is_unspecified:
+            return True
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif int(address) >> 32 == 0:  # ::a.b.c.d, the deprecated IPv4-compatible form
+            address = ipaddress.IPv4Address(int(address))
     return address is not None and (address.is_loopback or address.is_unspecified)
 
 

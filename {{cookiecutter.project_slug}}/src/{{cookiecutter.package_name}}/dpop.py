@@ -26,8 +26,8 @@ Settings, read once from app.config by init_app():
 
 A proof's ``jti`` is remembered in the replay store shared by all workers and hosts, found in
 ``app.extensions["replay_store"]`` (webhooks.init_app registers its store there) or passed to
-init_app: any object with ``claim(key, lease_seconds)`` answering "claimed" for a key it has
-not seen within the lease.
+init_app: any object with ``claim(key, lease_seconds, owner)`` answering "claimed" for a key
+it has not seen within the lease.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
@@ -124,7 +125,7 @@ class DPoPStoreUnavailable(ConnectionError):
 
 
 class ReplayStore(Protocol):
-    def claim(self, key: str, lease_seconds: int) -> str: ...
+    def claim(self, key: str, lease_seconds: int, owner: str) -> str: ...
 
 
 class ProofVerifier:
@@ -243,7 +244,8 @@ class ProofVerifier:
         digest = hashlib.sha256(f"{thumbprint}:{jti}".encode()).hexdigest()
         lease = 2 * (leeway + PROOF_WINDOW_SECONDS)
         try:
-            outcome = self.store.claim(f"dpop-jti:{digest}", lease)
+            # The claim is never released or completed: it lapses with its lease.
+            outcome = self.store.claim(f"dpop-jti:{digest}", lease, secrets.token_hex(16))
         except Exception as exc:
             # Another module's store: whatever it raises, the proof cannot be judged (fail closed).
             raise DPoPStoreUnavailable("DPoP replay store unavailable") from exc

@@ -54,30 +54,37 @@ Configuration read by ``init_app`` (``app.config``):
 Processing order and why (the replay decision):
 
 1. verify signature and timestamp on the raw bytes (401/400), then parse JSON (400);
-2. *claim* every replay key as "processing" with a short lease (atomic: SQLite upsert, Redis
-   ``SET NX EX``). Already "done": 200 ``{"status": "duplicate"}``; still "processing" in another
-   worker: 409 with ``Retry-After`` (the delivery is not yet accepted, so the sender must retry
-   instead of believing it was); store unreachable: 503 (fail closed, never accept);
+2. *claim* every replay key as "processing" with a short lease, under a token of this attempt
+   (atomic: SQLite upsert, Redis ``SET NX EX``). Already "done": 200 ``{"status": "duplicate"}``;
+   still "processing" in another worker: 409 with ``Retry-After`` (the delivery is not yet
+   accepted, so the sender must retry instead of believing it was); store unreachable: 503
+   (fail closed, never accept);
 3. run the handlers. If one raises, the claim is *released* and the answer is 500, so the sender's
    retry is processed; a replay can never be processed twice because the claim is taken before
-   the handler starts;
+   the handler starts. Release drops only a claim that is still this attempt's own: a handler
+   that outlived its lease may find the key taken over by a retry, or already "done";
 4. mark the keys "done" for ``WEBHOOK_REPLAY_TTL_SECONDS``, answer 200 ``{"status": "accepted"}``.
 
 A worker killed inside a handler leaves a "processing" claim that expires after the lease; the
-sender's next retry then processes the event (at-least-once for crashes, exactly-once otherwise).
+sender's next retry then processes the event (at-least-once for crashes and for handlers that
+outlive the lease, exactly-once otherwise).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
+import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -560,14 +567,25 @@ class StoreUnavailable(Exception):
 
 
 class ReplayStore(Protocol):
-    def claim(self, key: str, lease_seconds: int) -> ClaimResult:
-        """Atomically take ``key`` for processing unless it is already taken."""
+    """Where accepted deliveries are remembered, shared by every worker that receives them.
+
+    A key is free, "processing" (claimed by one attempt, identified by its ``owner`` token,
+    until its lease lapses) or "done". Ownership matters to ``release`` only: an attempt may
+    forget its own claim, never another attempt's claim nor a "done" mark. ``complete`` wins
+    over any claim: "done" records that a handler ran to the end, which stays true even when
+    that attempt outlived its lease and a retry took the claim over meanwhile (refusing the
+    mark would leave the key to the retry, whose failure would then free it for a third run).
+    """
+
+    def claim(self, key: str, lease_seconds: int, owner: str) -> ClaimResult:
+        """Atomically take ``key`` for ``owner`` unless it is done or claimed and not lapsed."""
 
     def complete(self, key: str, ttl_seconds: int) -> None:
-        """Mark a claimed key as accepted and remember it for ``ttl_seconds``."""
+        """Mark ``key`` as accepted and remember it for ``ttl_seconds``, whoever holds it."""
 
-    def release(self, key: str) -> None:
-        """Forget a claim whose processing failed, so a retry is processed."""
+    def release(self, key: str, owner: str) -> None:
+        """Forget ``owner``'s claim on ``key`` (its processing failed) so a retry is processed;
+        anything else (another owner's claim, "done", nothing) is left as it is."""
 
     def ping(self) -> bool:
         """True when the store is usable (readiness check)."""
@@ -577,27 +595,30 @@ class MemoryReplayStore:
     """One process only: tests. A gunicorn with several workers would accept replays."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._entries: dict[str, tuple[ClaimResult, float]] = {}
+        # key -> (state, expiry, owner of a "processing" claim)
+        self._entries: dict[str, tuple[ClaimResult, float, str | None]] = {}
         self._lock = threading.Lock()
         self._clock = clock
 
-    def claim(self, key: str, lease_seconds: int) -> ClaimResult:
+    def claim(self, key: str, lease_seconds: int, owner: str) -> ClaimResult:
         now = self._clock()
         with self._lock:
             self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
             current = self._entries.get(key)
             if current is not None:
                 return current[0]
-            self._entries[key] = ("processing", now + lease_seconds)
+            self._entries[key] = ("processing", now + lease_seconds, owner)
             return "claimed"
 
     def complete(self, key: str, ttl_seconds: int) -> None:
         with self._lock:
-            self._entries[key] = ("done", self._clock() + ttl_seconds)
+            self._entries[key] = ("done", self._clock() + ttl_seconds, None)
 
-    def release(self, key: str) -> None:
+    def release(self, key: str, owner: str) -> None:
         with self._lock:
-            self._entries.pop(key, None)
+            current = self._entries.get(key)
+            if current is not None and current[0] == "processing" and current[2] == owner:
+                del self._entries[key]
 
     def ping(self) -> bool:
         return True
@@ -614,15 +635,25 @@ class SqliteReplayStore:
     _SCHEMA = (
         (
             "CREATE TABLE IF NOT EXISTS webhook_deliveries ("
-            " key TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID"
+            " key TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at REAL NOT NULL, owner TEXT)"
+            " WITHOUT ROWID"
         ),
         "CREATE INDEX IF NOT EXISTS webhook_deliveries_expiry ON webhook_deliveries (expires_at)",
     )
     # An expired row is taken over in the same statement, so claiming stays one atomic write.
     _CLAIM = (
-        "INSERT INTO webhook_deliveries (key, state, expires_at) VALUES (?, 'processing', ?)"
-        " ON CONFLICT (key) DO UPDATE SET state = 'processing', expires_at = excluded.expires_at"
+        "INSERT INTO webhook_deliveries (key, state, expires_at, owner)"
+        " VALUES (?, 'processing', ?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET state = 'processing',"
+        " expires_at = excluded.expires_at, owner = excluded.owner"
         " WHERE webhook_deliveries.expires_at <= ?"
+    )
+    # An upsert: the row may be gone (lapsed and purged by another worker) by the time a slow
+    # handler finishes, and "done" must be remembered all the same.
+    _COMPLETE = (
+        "INSERT INTO webhook_deliveries (key, state, expires_at, owner) VALUES (?, 'done', ?, NULL)"
+        " ON CONFLICT (key) DO UPDATE SET state = 'done',"
+        " expires_at = excluded.expires_at, owner = NULL"
     )
     _PURGE_INTERVAL_SECONDS = 60.0
 
@@ -635,10 +666,10 @@ class SqliteReplayStore:
         self._last_purge = 0.0
         self._create_schema()
 
-    def claim(self, key: str, lease_seconds: int) -> ClaimResult:
+    def claim(self, key: str, lease_seconds: int, owner: str) -> ClaimResult:
         now = self._clock()
         with self._transaction() as db:
-            if db.execute(self._CLAIM, (key, now + lease_seconds, now)).rowcount == 1:
+            if db.execute(self._CLAIM, (key, now + lease_seconds, owner, now)).rowcount == 1:
                 self._purge_expired(db, now)
                 return "claimed"
             row = db.execute(
@@ -648,15 +679,14 @@ class SqliteReplayStore:
 
     def complete(self, key: str, ttl_seconds: int) -> None:
         with self._transaction() as db:
-            db.execute(
-                "UPDATE webhook_deliveries SET state = 'done', expires_at = ? WHERE key = ?",
-                (self._clock() + ttl_seconds, key),
-            )
+            db.execute(self._COMPLETE, (key, self._clock() + ttl_seconds))
 
-    def release(self, key: str) -> None:
+    def release(self, key: str, owner: str) -> None:
         with self._transaction() as db:
             db.execute(
-                "DELETE FROM webhook_deliveries WHERE key = ? AND state = 'processing'", (key,)
+                "DELETE FROM webhook_deliveries"
+                " WHERE key = ? AND state = 'processing' AND owner = ?",
+                (key, owner),
             )
 
     def ping(self) -> bool:
@@ -681,6 +711,11 @@ class SqliteReplayStore:
         with self._transaction() as db:
             for statement in self._SCHEMA:
                 db.execute(statement)
+            # A file made before claims had owners: old rows keep a NULL owner, which no
+            # attempt can release, so they simply lapse with their lease.
+            columns = {row[1] for row in db.execute("PRAGMA table_info(webhook_deliveries)")}
+            if "owner" not in columns:
+                db.execute("ALTER TABLE webhook_deliveries ADD COLUMN owner TEXT")
 
     def _purge_expired(self, db: sqlite3.Connection, now: float) -> None:
         # Per process, at most once a minute: keeps the file small without a writer per request.
@@ -729,7 +764,16 @@ class _SqliteTransaction:
 
 
 class RedisReplayStore:
-    """Redis ``SET NX EX``: one store for several hosts. redis-py's pool reconnects after fork."""
+    """Redis ``SET NX EX``: one store for several hosts. redis-py's pool reconnects after fork.
+
+    A claim's value is ``processing:<owner>``; release compares and deletes in one Lua script,
+    so that no other client's write can fall between the comparison and the delete.
+    """
+
+    _RELEASE_SCRIPT = (
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
+        " return 0"
+    )
 
     def __init__(self, url: str, key_prefix: str = "webhook-replay:") -> None:
         # Imported here so that the module works without the redis package unless it is used.
@@ -748,11 +792,13 @@ class RedisReplayStore:
             health_check_interval=30,
         )
         self._prefix = key_prefix
+        # EVALSHA, falling back to EVAL once when the server does not know the script yet.
+        self._release = self._client.register_script(self._RELEASE_SCRIPT)
 
-    def claim(self, key: str, lease_seconds: int) -> ClaimResult:
+    def claim(self, key: str, lease_seconds: int, owner: str) -> ClaimResult:
         name = self._prefix + key
         try:
-            if self._client.set(name, b"processing", nx=True, ex=lease_seconds):
+            if self._client.set(name, self._claim_value(owner), nx=True, ex=lease_seconds):
                 return "claimed"
             state = self._client.get(name)
         except self._errors as exc:
@@ -765,11 +811,15 @@ class RedisReplayStore:
         except self._errors as exc:
             raise StoreUnavailable("redis replay store unavailable") from exc
 
-    def release(self, key: str) -> None:
+    def release(self, key: str, owner: str) -> None:
         try:
-            self._client.delete(self._prefix + key)
+            self._release(keys=[self._prefix + key], args=[self._claim_value(owner)])
         except self._errors as exc:
             raise StoreUnavailable("redis replay store unavailable") from exc
+
+    @staticmethod
+    def _claim_value(owner: str) -> bytes:
+        return b"processing:" + owner.encode("utf-8")
 
     def ping(self) -> bool:
         try:
@@ -804,12 +854,46 @@ def open_replay_store(url: str | None, instance_path: str) -> ReplayStore:
 def _open_sqlite(path: str) -> SqliteReplayStore:
     # Refusing to start beats starting and answering 503 to every delivery.
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _claim_sqlite_files(path)
         return SqliteReplayStore(path)
     except (OSError, StoreUnavailable):
         raise WebhookConfigError(
             "REPLAY_STORE_URL", f"cannot create the SQLite replay store {path}"
         ) from None
+
+
+def _claim_sqlite_files(path: str) -> None:
+    """Whoever can write the store's file, or SQLite's -wal and -shm files beside it, or swap
+    them in their directory, can make the service forget accepted deliveries (and so process
+    replays). Refuse any of them that another user made or that everybody may write; make
+    what is missing private to this user (SQLite gives -wal and -shm the file's own mode)."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    _refuse_foreign(directory, os.stat(directory), directory_owners=(os.geteuid(), 0))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            _refuse_foreign(name, os.lstat(name), directory_owners=())
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _refuse_foreign(name: str, info: os.stat_result, directory_owners: tuple[int, ...]) -> None:
+    problem = None
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symbolic link"
+    elif info.st_uid != os.geteuid() and info.st_uid not in directory_owners:
+        problem = f"is owned by uid {info.st_uid}"
+    elif info.st_mode & stat.S_IWOTH:
+        problem = "is writable by everyone"
+    if problem:
+        raise WebhookConfigError(
+            "REPLAY_STORE_URL",
+            f"{name} {problem}: whoever can write there could make the service forget accepted"
+            " deliveries; use a directory only this user can write to",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -960,7 +1044,9 @@ class Receiver:
         )
         event = self._event(verified, body)
         keys = self.sender.replay_keys(event)
-        claim = _claim_all(state.store, keys, state.lease)
+        # This attempt's own token: its release must never drop a claim a retry took over.
+        attempt = secrets.token_urlsafe(16)
+        claim = _claim_all(state.store, keys, state.lease, attempt)
         if claim == "done":
             return _status_response("duplicate")
         if claim == "processing":
@@ -971,16 +1057,18 @@ class Receiver:
             self._dispatch(event)
         except Exception:
             log.exception("webhook handler failed for %s %s", event.source, event.delivery_id)
-            _release_quietly(state.store, keys)
+            _release_quietly(state.store, keys, attempt)
             return _problem(500, "the event could not be processed, retry later")
         _complete_quietly(state.store, keys, state.replay_ttl)
         log.info("webhook accepted: %s %s %s", event.source, event.event_type, event.delivery_id)
         return _status_response("accepted")
 
     def _event(self, verified: VerifiedDelivery, body: bytes) -> WebhookEvent:
-        # Parsing only now, after the signature vouched for these exact bytes.
+        # Parsing only now, after the signature vouched for these exact bytes. Strict JSON
+        # (RFC 8259): no NaN or Infinity for handlers to pass on to stricter parsers; nesting
+        # deeper than the parser's recursion limit ends in RecursionError, a 400 too.
         try:
-            payload = json.loads(body)
+            payload = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
         except (ValueError, RecursionError):
             raise WebhookRejected(400, "body is not JSON") from None
         # Stripe's id lives in the signed body; the other formats' in a (checked) header.
@@ -1022,27 +1110,38 @@ def _read_body(limit: int) -> bytes:
     return body
 
 
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
 def _json_string(payload: Any, key: str) -> str | None:
     value = payload.get(key) if isinstance(payload, dict) else None
     return value if isinstance(value, str) else None
 
 
-def _claim_all(store: ReplayStore, keys: Sequence[str], lease: int) -> ClaimResult:
+def _claim_all(store: ReplayStore, keys: Sequence[str], lease: int, owner: str) -> ClaimResult:
     claimed: list[str] = []
     for key in keys:
-        result = store.claim(key, lease)
+        result = store.claim(key, lease, owner)
         if result != "claimed":
             for taken in claimed:
-                store.release(taken)
+                store.release(taken, owner)
             return result
         claimed.append(key)
     return "claimed"
 
 
-def _release_quietly(store: ReplayStore, keys: Sequence[str]) -> None:
+def _release_quietly(store: ReplayStore, keys: Sequence[str], owner: str) -> None:
     try:
         for key in keys:
-            store.release(key)
+            store.release(key, owner)
     except StoreUnavailable:
         # The claim then lapses with its lease and the sender's later retry is processed.
         log.error("webhook replay store unavailable; claim kept until its lease expires")
