@@ -303,6 +303,22 @@ def preload_issues(value: str) -> list[str]:
     return issues
 
 
+@pytest.mark.parametrize("name", ["localhost", served_names()[-1]])
+def test_hsts_preload_eligibility(preload_stack: LiveStack, name: str) -> None:
+    stack = preload_stack
+    # Plain HTTP: no HSTS (it means nothing there), and the first redirect goes to HTTPS on
+    # the very host that was asked for, so the browser records the policy for that host.
+    first = stack.http("GET", "/", host=f"{name}:{stack.http_port}")
+    assert first.status == 301
+    assert first.header_values("Strict-Transport-Security") == []
+    assert first.header("Location") == f"https://{name}:{stack.https_port}/"
+    # HTTPS: the root answers itself (no further redirect), with one preloadable policy.
+    root = stack.https("GET", "/", sni=name, host=f"{name}:{stack.https_port}")
+    assert root.status == 200
+    (policy,) = root.header_values("Strict-Transport-Security")
+    assert preload_issues(policy) == []
+
+
 def test_hsts_preload_issues_are_found() -> None:
     # The check above can fail: each rule it applies, broken once.
     assert preload_issues(PRELOAD_HSTS) == []

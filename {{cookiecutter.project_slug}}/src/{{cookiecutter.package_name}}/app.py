@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, bearer, commands, events, health, logs, openapi, transport, webhooks
+from . import api, bearer, commands, events, health, home, logs, openapi, transport, webhooks
 from .problems import register_error_handlers
 from .settings import Settings, load_settings
 
@@ -34,6 +34,7 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    app.register_blueprint(home.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(events.blueprint)
