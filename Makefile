@@ -4,7 +4,10 @@ PYTHON := $(VENV)/bin/python
 DEMO_DIR ?= .demo
 DEMO = $(DEMO_DIR)/secure-service
 
-.PHONY: venv test lint demo demo-stop clean
+OBSERVATORY_DIR = tools/observatory
+OBSERVATORY = $(OBSERVATORY_DIR)/node_modules/@mdn/mdn-http-observatory
+
+.PHONY: venv tools test lint demo demo-stop clean
 
 venv: $(VENV)/.installed
 
@@ -20,6 +23,17 @@ $(VENV)/.installed: requirements-dev.txt {{cookiecutter.project_slug}}/pyproject
 	$(PYTHON) -m pip install --quiet "$(VENV)/deps-bake/secure-service[dev,redis]"
 	$(PYTHON) -m pip uninstall --quiet --yes secure-service
 	rm -rf $(VENV)/deps-bake
+	touch $@
+
+# Mozilla's HTTP Observatory for tests/test_observatory.py, exactly as its lockfile pins it.
+# Install scripts stay off: they would download Chromium's HSTS preload list and a TLD list at
+# install time. The scan reads the preload list from conf/hsts-preload.json: an empty one, so
+# no host is graded as preloaded.
+tools: $(OBSERVATORY)/.installed
+
+$(OBSERVATORY)/.installed: $(OBSERVATORY_DIR)/package.json $(OBSERVATORY_DIR)/package-lock.json
+	npm ci --prefix $(OBSERVATORY_DIR) --ignore-scripts --no-audit --no-fund
+	echo '{}' > $(OBSERVATORY)/conf/hsts-preload.json
 	touch $@
 
 test: venv ## every template check: hooks, bakes of each option, lint of each bake, baked tests
@@ -43,4 +57,4 @@ demo-stop:
 	test ! -d $(DEMO) || $(MAKE) -C $(DEMO) stop VENV=$(abspath $(VENV))
 
 clean: demo-stop
-	rm -rf $(DEMO_DIR) $(VENV)
+	rm -rf $(DEMO_DIR) $(VENV) $(OBSERVATORY_DIR)/node_modules
