@@ -3,6 +3,8 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 DEMO_DIR ?= .demo
 DEMO = $(DEMO_DIR)/secure-service
+DEMO_PACKAGE = secure_service
+DEMO_SCOPES = items:read items:write
 
 OBSERVATORY_DIR = tools/observatory
 OBSERVATORY = $(OBSERVATORY_DIR)/node_modules/@mdn/mdn-http-observatory
@@ -44,14 +46,23 @@ lint: venv ## lint the template's own Python (baked code is linted by the tests)
 	$(PYTHON) -m ruff format --check hooks tests
 	$(PYTHON) -m mypy
 
-# The demo bake is not installed anywhere: scripts/devstack puts its src/ on gunicorn's path.
-demo: venv ## bake the defaults into .demo/ and serve them through nginx on https://localhost:8443
+# The demo bake is not installed anywhere: scripts/devstack puts its src/ on gunicorn's path,
+# and the dev token is minted by the bake's own `flask --app <package> dev-token` from its
+# src/, in its directory (where its .env and dev key are). The token only goes to the terminal.
+demo: venv ## bake the defaults into .demo/, serve them on https://localhost:8443, print a call
 	test ! -d $(DEMO) || $(MAKE) -C $(DEMO) stop VENV=$(abspath $(VENV))
 	rm -rf $(DEMO_DIR)
 	$(PYTHON) -m cookiecutter --no-input -o $(DEMO_DIR) .
 	$(MAKE) -C $(DEMO) run VENV=$(abspath $(VENV))
-	@echo "Try: curl --cacert $(DEMO)/certs/ca.pem https://localhost:$${HTTPS_PORT:-8443}/healthz"
-	@echo "Stop: make demo-stop"
+	@token=$$(cd $(DEMO) && PYTHONPATH=src $(abspath $(PYTHON)) -m flask --app $(DEMO_PACKAGE) \
+		dev-token --sub demo --scope "$(DEMO_SCOPES)" --ttl 3600) && \
+	echo && \
+	echo "Ready. An authenticated call, with a dev token for \"demo\" ($(DEMO_SCOPES), 1 hour):" && \
+	echo && \
+	echo "curl --cacert $(DEMO)/certs/ca.pem -H \"Authorization: Bearer $$token\" https://localhost:$${HTTPS_PORT:-8443}/api/v1/items" && \
+	echo && \
+	echo "Without a token: curl --cacert $(DEMO)/certs/ca.pem https://localhost:$${HTTPS_PORT:-8443}/" && \
+	echo "Stop: make demo-stop"
 
 demo-stop:
 	test ! -d $(DEMO) || $(MAKE) -C $(DEMO) stop VENV=$(abspath $(VENV))
