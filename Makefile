@@ -13,7 +13,9 @@ OBSERVATORY = $(OBSERVATORY_DIR)/node_modules/@mdn/mdn-http-observatory
 
 .PHONY: venv tools test lint demo demo-stop clean
 
-venv: $(VENV)/.installed
+K8S_TOOLS := $(VENV)/k8s-tools
+
+venv: $(VENV)/.installed $(K8S_TOOLS)/.installed
 
 # One venv serves the template tests and every baked project under test. The baked service's
 # dependencies are installed from a throwaway bake of its own pyproject.toml (hooks skipped),
@@ -38,6 +40,15 @@ tools: $(OBSERVATORY)/.installed
 $(OBSERVATORY)/.installed: $(OBSERVATORY_DIR)/package.json $(OBSERVATORY_DIR)/package-lock.json
 	npm ci --prefix $(OBSERVATORY_DIR) --ignore-scripts --no-audit --no-fund
 	echo '{}' > $(OBSERVATORY)/conf/hsts-preload.json
+	touch $@
+
+# checkov and kubernetes-validate for the baked Kubernetes tests, in their own venv (checkov's
+# pins clash with the dev tools). The baked tests find it beside their interpreter, as the
+# baked `make k8s-tools` puts it.
+$(K8S_TOOLS)/.installed: {{cookiecutter.project_slug}}/deploy/k8s/requirements-tools.txt $(VENV)/.installed
+	test -x $(K8S_TOOLS)/bin/python || python3 -m venv $(K8S_TOOLS)
+	$(K8S_TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(K8S_TOOLS)/bin/python -m pip install --quiet -r "{{cookiecutter.project_slug}}/deploy/k8s/requirements-tools.txt"
 	touch $@
 
 test: venv ## every template check: hooks, bakes of each option, lint of each bake, baked tests

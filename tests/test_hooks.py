@@ -109,12 +109,6 @@ def test_validators_reject_bad_values_naming_the_variable(
     assert "\n" not in message
 
 
-def test_choices_are_checked() -> None:
-    context = {"python_version": "2.7", "tls_profile": "modern", "ci": "github"}
-    with pytest.raises(pre_gen.InvalidAnswer, match=r"^python_version"):
-        pre_gen.validate_choices(context)
-
-
 # --- post-generation: option files -----------------------------------------------------------
 
 

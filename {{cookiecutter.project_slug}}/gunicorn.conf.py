@@ -6,26 +6,35 @@ port in compose). See README "Sizing gunicorn" for how the worker defaults were 
 
 from __future__ import annotations
 
-import os
 import sys
 
 from {{ cookiecutter.package_name }} import create_app
-from {{ cookiecutter.package_name }}.logs import gunicorn_logconfig_dict
-from {{ cookiecutter.package_name }}.settings import read_environment
+from {{ cookiecutter.package_name }}.logs import gunicorn_logconfig_dict, read_log_level
+from {{ cookiecutter.package_name }}.settings import (
+    ConfigError,
+    read_environment,
+    read_web_concurrency,
+)
 
 # The same view of the environment as the app's settings (`.env` under the real environment),
 # so that e.g. WEB_CONCURRENCY means one thing to gunicorn and to the settings that check it.
 ENVIRONMENT = read_environment()
 
 
-def env_int(name: str, default: int) -> int:
+def refuse(error: ValueError) -> SystemExit:
+    """The one-line start-up refusal every configuration error gets."""
+    sys.stderr.write(f"configuration error: {error}\n")
+    return SystemExit(1)
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
     raw = ENVIRONMENT.get(name, "").strip()
     if not raw:
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+    if not raw.isdecimal() or int(raw) < minimum:
+        problem = f"must be a whole number of at least {minimum}, got {raw!r}"
+        raise refuse(ConfigError(name, problem))
+    return int(raw)
 
 
 wsgi_app = "{{ cookiecutter.package_name }}:create_app()"
@@ -38,9 +47,13 @@ bind = [ENVIRONMENT.get("GUNICORN_BIND", "127.0.0.1:8000")]
 # gunicorn"): workers = cores with 2 threads kept the lowest p99 when the CPUs were contended
 # or at 64 connections; 2 * cores + 1 won throughput on an idle machine with a longer tail and
 # more than twice the processes. Re-measure on your own hardware before changing it.
-workers = env_int("WEB_CONCURRENCY", os.cpu_count() or 1)
+try:
+    workers = read_web_concurrency(ENVIRONMENT)
+    loglevel = read_log_level(ENVIRONMENT.get("LOG_LEVEL")).lower()
+except ValueError as error:
+    raise refuse(error) from None
 worker_class = "gthread"
-threads = env_int("GUNICORN_THREADS", 2)
+threads = env_int("GUNICORN_THREADS", 2, minimum=1)
 
 # A worker stuck longer than this is killed and replaced (no request should take 30 s).
 timeout = env_int("GUNICORN_TIMEOUT", 30)
@@ -79,7 +92,6 @@ if not control_socket_disable:
 # Logs go to stderr/stdout; devstack redirects them under var/log/.
 accesslog = ENVIRONMENT.get("GUNICORN_ACCESS_LOG", "-")
 errorlog = ENVIRONMENT.get("GUNICORN_ERROR_LOG", "-")
-loglevel = ENVIRONMENT.get("LOG_LEVEL", "info").lower()
 
 
 def on_starting(server: object) -> None:
@@ -91,11 +103,10 @@ def on_starting(server: object) -> None:
         create_app()
     # ConfigError and each module's own configuration errors are all ValueErrors.
     except ValueError as error:
-        sys.stderr.write(f"configuration error: {error}\n")
-        raise SystemExit(1) from None
+        raise refuse(error) from None
 
 
-# --- logging (issue 6: JSON lines through the redaction filter, see logs.py) ---------------
+# --- logging: JSON lines through the redaction filter (logs.py) -----------------------------
 # gunicorn's error and access logs and the app's own lines: one JSON shape, all redacted. The
 # access line is built from single atoms (method, path without query, status, ...); this format
 # only matters if the formatter is ever swapped, and then it still carries no query string.

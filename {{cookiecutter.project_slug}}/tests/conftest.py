@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -103,9 +102,3 @@ def client(app: Flask) -> Iterator[FlaskClient]:
             {"HTTP_X_FORWARDED_PROTO": "https", "REMOTE_ADDR": "127.0.0.1"}
         )
         yield test_client
-
-
-@pytest.fixture
-def ci() -> bool:
-    """Under CI a missing tool (nginx, redis-server, mkcert) fails the test instead of skipping."""
-    return os.environ.get("CI", "").lower() == "true"

@@ -85,7 +85,7 @@ def test_every_template_setting_is_rendered_by_devstack_and_compose() -> None:
     assert envsubst_filter
     assert used <= set(envsubst_filter.group(1).split("|"))
     compose_environment = set(re.findall(r"^ +([A-Z_]+):", compose, re.MULTILINE))
-    derived = {"NGINX_LIMIT_REQ_RATE", "NGINX_LIMIT_REQ_OPTIONS"}
+    derived = {"NGINX_LIMIT_REQ_RATE", "NGINX_LIMIT_REQ_OPTIONS", "NGINX_UPSTREAM_SERVERS"}
     assert used - derived <= compose_environment
 
 
@@ -135,6 +135,30 @@ def test_derive_script_is_executable_posix_sh() -> None:
         assert result.returncode == 0, result.stdout
 
 
+def derive(**settings: str) -> subprocess.CompletedProcess[str]:
+    """Source 10-derive-settings.envsh as the nginx image does and print what it derived."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RATE_LIMIT_PER_SECOND": "20",
+        "RATE_LIMIT_BURST": "40",
+        "HSTS_MAX_AGE": "63072000",
+        "HTTPS_PORT": "443",
+        "UPSTREAM_SERVER": "app:8000",
+        **settings,
+    }
+    printer = (
+        '. "$1" && printf "%s|%s|%s" "$NGINX_LIMIT_REQ_RATE" "$NGINX_LIMIT_REQ_OPTIONS" '
+        '"$NGINX_UPSTREAM_SERVERS"'
+    )
+    return subprocess.run(
+        ["sh", "-c", printer, "sh", str(NGINX_DIR / "10-derive-settings.envsh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(
     ("rate", "burst", "expected_rate", "expected_options"),
     [
@@ -146,43 +170,38 @@ def test_derive_script_is_executable_posix_sh() -> None:
 def test_derived_rate_limit_settings(
     rate: str, burst: str, expected_rate: str, expected_options: str
 ) -> None:
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "RATE_LIMIT_PER_SECOND": rate,
-        "RATE_LIMIT_BURST": burst,
-        "HSTS_MAX_AGE": "63072000",
-        "HTTPS_PORT": "443",
-    }
-    result = subprocess.run(
-        [
-            "sh",
-            "-c",
-            '. "$1" && printf "%s|%s" "$NGINX_LIMIT_REQ_RATE" "$NGINX_LIMIT_REQ_OPTIONS"',
-            "sh",
-            str(NGINX_DIR / "10-derive-settings.envsh"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert result.stdout == f"{expected_rate}|{expected_options}"
+    result = derive(RATE_LIMIT_PER_SECOND=rate, RATE_LIMIT_BURST=burst)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("|")[:2] == [expected_rate, expected_options]
+
+
+@pytest.mark.parametrize(
+    ("upstream", "expected"),
+    [
+        ("app:8000", ["app:8000"]),
+        ("unix:/run/app/gunicorn.sock", ["unix:/run/app/gunicorn.sock"]),
+        ("10.0.0.11:8000  10.0.0.12:8000", ["10.0.0.11:8000", "10.0.0.12:8000"]),
+        ("[::1]:8000", ["[::1]:8000"]),
+    ],
+)
+def test_upstream_servers_become_one_server_line_each(upstream: str, expected: list[str]) -> None:
+    result = derive(UPSTREAM_SERVER=upstream)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("|")[2]
+    assert re.findall(r"server (\S+) max_fails=1 fail_timeout=10s; ", lines) == expected
+    assert lines.count(";") == len(expected)
+
+
+@pytest.mark.parametrize(
+    "upstream", ["", "   ", "app:8000; include /etc/passwd", "a:1 }", "app:8000 #"]
+)
+def test_upstream_servers_that_could_inject_directives_are_refused(upstream: str) -> None:
+    result = derive(UPSTREAM_SERVER=upstream)
+    assert result.returncode == 1
+    assert result.stderr.startswith("configuration error: UPSTREAM_SERVER: must ")
 
 
 def test_derive_script_refuses_a_non_number() -> None:
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "RATE_LIMIT_PER_SECOND": "lots",
-        "RATE_LIMIT_BURST": "1",
-        "HSTS_MAX_AGE": "1",
-        "HTTPS_PORT": "443",
-    }
-    result = subprocess.run(
-        ["sh", "-c", '. "$1"', "sh", str(NGINX_DIR / "10-derive-settings.envsh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = derive(RATE_LIMIT_PER_SECOND="lots")
     assert result.returncode == 1
-    assert "RATE_LIMIT_PER_SECOND must be a non-negative integer" in result.stderr
+    assert result.stderr.startswith("configuration error: RATE_LIMIT_PER_SECOND: must be a ")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from {{ cookiecutter.package_name }}.settings import read_environment
 from stack import DEVSTACK, PROJECT_ROOT
 
 
@@ -71,7 +73,28 @@ def test_render_replaces_only_known_settings() -> None:
         devstack.render("${UNKNOWN}", settings)
 
 
-def test_dotenv_is_read_under_the_real_environment(tmp_path: Path) -> None:
+def test_dotenv_is_read_as_the_app_reads_it(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("# comment\nexport HTTPS_PORT=9443\nHSTS_PRELOAD='true'\nBROKEN\n")
-    assert devstack.read_dotenv(env_file) == {"HTTPS_PORT": "9443", "HSTS_PRELOAD": "true"}
+    env_file.write_text(
+        "# comment\nexport HTTPS_PORT=9443 # local\nHSTS_PRELOAD='true'\n"
+        'EXTRA_SERVER_NAMES="a.test b.test"\nBROKEN\n'
+    )
+    from_devstack = devstack.read_dotenv(env_file)
+    assert from_devstack == {
+        "HTTPS_PORT": "9443",
+        "HSTS_PRELOAD": "true",
+        "EXTRA_SERVER_NAMES": "a.test b.test",
+    }
+    assert devstack.load_stack(from_devstack).https_port == 9443
+    # The same file through the app's own reader gives the same values.
+    with pytest.MonkeyPatch.context() as patch:
+        for name in from_devstack:
+            patch.delenv(name, raising=False)
+        from_app = read_environment(env_file)
+    assert {name: from_app[name] for name in from_devstack} == from_devstack
+
+
+def test_the_domain_comes_from_the_bake_answers() -> None:
+    answers = json.loads((PROJECT_ROOT / ".cookiecutter.json").read_text())
+    assert devstack.domain_name() == answers["domain_name"]
+    assert answers["domain_name"] in devstack.load_stack({}).settings["EXTRA_SERVER_NAMES"]

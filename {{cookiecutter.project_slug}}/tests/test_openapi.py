@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from flask.testing import FlaskClient
 
-from {{ cookiecutter.package_name }} import openapi
+from {{ cookiecutter.package_name }} import openapi, webhooks
 from {{ cookiecutter.package_name }}.commands import mint_dev_token
 
 HTTPS = {"X-Forwarded-Proto": "https"}
@@ -234,18 +234,30 @@ def test_the_server_does_not_follow_the_clients_host_header(client: FlaskClient)
 # --------------------------------------------------------------------------- webhooks
 
 
-def test_the_webhook_header_table_matches_the_url_map(webhook_app: Flask) -> None:
-    rules = {rule.rule for rule in webhook_app.url_map.iter_rules()}
-    webhook_paths = {path for path in rules if path.startswith("/webhooks/")}
-    assert webhook_paths == set(openapi.WEBHOOK_SIGNATURE_HEADERS)
+WEBHOOK_PATHS = ("/webhooks/events", "/webhooks/github", "/webhooks/stripe")
 
 
-def test_webhook_operations_require_their_signature_headers(document: dict[str, Any]) -> None:
-    for path, headers in openapi.WEBHOOK_SIGNATURE_HEADERS.items():
-        operation = operation_of(document, "POST", path)
+def test_every_webhook_route_documents_its_sender(webhook_app: Flask) -> None:
+    rules = [r for r in webhook_app.url_map.iter_rules() if r.rule.startswith("/webhooks/")]
+    assert sorted(rule.rule for rule in rules) == sorted(WEBHOOK_PATHS)
+    senders = [openapi.webhook_sender(webhook_app, rule) for rule in rules]
+    assert sorted(sender.name for sender in senders if sender) == sorted(
+        sender.name for sender in webhooks.SENDERS
+    )
+
+
+def test_webhook_operations_require_their_signature_headers(
+    webhook_app: Flask, document: dict[str, Any]
+) -> None:
+    for rule in webhook_app.url_map.iter_rules():
+        sender = openapi.webhook_sender(webhook_app, rule)
+        if sender is None:
+            continue
+        operation = operation_of(document, "POST", rule.rule)
         parameters = {(p["name"], p["in"], p["required"]) for p in operation["parameters"]}
-        assert parameters == {(name, "header", True) for name, _ in headers}
+        assert parameters == {(header.name, "header", True) for header in sender.headers}
         assert operation["security"] == []
+        assert operation["description"] == sender.description
 
 
 def well_formed_but_unsigned(path: str) -> dict[str, str]:
@@ -265,17 +277,52 @@ def well_formed_but_unsigned(path: str) -> dict[str, str]:
     }[path]
 
 
-@pytest.mark.parametrize("path", sorted(openapi.WEBHOOK_SIGNATURE_HEADERS))
-def test_each_documented_header_is_required_and_no_other_is(webhook_app: Flask, path: str) -> None:
+def documented_headers(document: dict[str, Any], path: str) -> dict[str, dict[str, Any]]:
+    operation = operation_of(document, "POST", path)
+    return {p["name"]: p["schema"] for p in operation["parameters"] if p["in"] == "header"}
+
+
+@pytest.mark.parametrize("path", WEBHOOK_PATHS)
+def test_each_documented_header_is_required_and_no_other_is(
+    webhook_app: Flask, document: dict[str, Any], path: str
+) -> None:
     client = webhook_app.test_client()
     headers = well_formed_but_unsigned(path)
-    assert set(headers) == {name for name, _ in openapi.WEBHOOK_SIGNATURE_HEADERS[path]}
+    assert set(headers) == set(documented_headers(document, path))
     # All documented headers present: the signature is judged (and found wrong).
     assert client.post(path, data=b"{}", headers={**HTTPS, **headers}).status_code == 401
     for name in headers:
         partial = {key: value for key, value in headers.items() if key != name}
         response = client.post(path, data=b"{}", headers={**HTTPS, **partial})
         assert response.status_code == 400, name
+
+
+# Values around the edges of the documented header formats: the receiver must refuse exactly
+# what the published pattern refuses, so that a client validating against the document and
+# the service agree.
+HEADER_PROBES = ("x" * 256, "x" * 257, "a b", "caf\u00e9", "0", "1" * 15, "1" * 16, "-1", "~!")
+
+
+@pytest.mark.parametrize("path", WEBHOOK_PATHS)
+def test_documented_header_patterns_are_the_ones_enforced(
+    webhook_app: Flask, document: dict[str, Any], path: str
+) -> None:
+    client = webhook_app.test_client()
+    base = well_formed_but_unsigned(path)
+    patterned = {
+        name: schema["pattern"]
+        for name, schema in documented_headers(document, path).items()
+        if "pattern" in schema
+    }
+    if path != "/webhooks/stripe":
+        assert patterned, "ids and timestamps have a documented format"
+    for name, pattern in patterned.items():
+        for value in HEADER_PROBES:
+            response = client.post(path, data=b"{}", headers={**HTTPS, **base, name: value})
+            documented_ok = re.search(pattern, value) is not None
+            detail = response.get_json()["detail"]
+            refused_for_format = response.status_code == 400 and f"invalid {name}" in detail
+            assert refused_for_format != documented_ok, (name, value, response.status_code, detail)
 
 
 # --------------------------------------------------------------------------- shape

@@ -62,3 +62,43 @@ def test_aborts_render_as_problems(app: Flask, client: FlaskClient, status: int)
         abort(status)
 
     assert_problem(client.get(f"/test-abort-{status}"), status)
+
+
+VIA_PROXY = {"X-Forwarded-Proto": "https"}
+REQUEST_ID = "req-problem-id-0001"
+
+# One request per part of the service that answers with a problem of its own.
+PROBLEMS_BY_OWNER = [
+    pytest.param("GET", "/no/such/route", {}, 404, id="router"),
+    pytest.param("DELETE", "/healthz", {}, 405, id="method"),
+    pytest.param("GET", "/api/v1/items", {}, 401, id="bearer-no-token"),
+    pytest.param("GET", "/api/v1/items?access_token=x", {}, 400, id="bearer-token-in-url"),
+    pytest.param(
+        "GET", "/api/v1/items", {"Authorization": "Bearer not.a.jwt"}, 401, id="bearer-invalid"
+    ),
+    pytest.param("POST", "/webhooks/events", {}, 400, id="webhook-missing-headers"),
+    pytest.param("POST", "/webhooks/github", {}, 404, id="webhook-unconfigured"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "status"), PROBLEMS_BY_OWNER)
+def test_every_problem_carries_the_request_id(
+    client: FlaskClient, method: str, path: str, headers: dict[str, str], status: int
+) -> None:
+    response = client.open(
+        path, method=method, headers={**VIA_PROXY, "X-Request-ID": REQUEST_ID, **headers}
+    )
+    body = assert_problem(response, status)
+    assert body["request_id"] == REQUEST_ID
+    assert response.headers["X-Request-ID"] == REQUEST_ID
+
+
+def test_plain_http_refusal_carries_the_request_id(client: FlaskClient) -> None:
+    response = client.get(
+        "/api/v1/items",
+        headers={"X-Request-ID": REQUEST_ID},
+        environ_overrides={"HTTP_X_FORWARDED_PROTO": "http"},
+    )
+    body = assert_problem(response, 403)
+    assert body["request_id"] == REQUEST_ID
+    assert "Strict-Transport-Security" not in response.headers

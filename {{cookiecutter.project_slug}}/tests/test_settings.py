@@ -1,12 +1,32 @@
-"""Start-up refuses unsafe or incomplete configuration, naming the setting."""
+"""Start-up refuses unsafe or incomplete configuration, naming the setting; every setting the
+README documents reaches the part of the service that owns it."""
 
 from __future__ import annotations
 
+import logging
+import re
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from {{ cookiecutter.package_name }}.settings import ConfigError, load_settings, read_environment
+from {{ cookiecutter.package_name }} import create_app, webhooks
+from {{ cookiecutter.package_name }}.settings import (
+    MODULE_SETTINGS,
+    ConfigError,
+    load_settings,
+    read_environment,
+)
+
+PROJECT = Path(__file__).resolve().parent.parent
+README = PROJECT / "README.md"
+NGINX_DERIVE = PROJECT / "deploy" / "nginx" / "10-derive-settings.envsh"
+NGINX_SITE = PROJECT / "deploy" / "nginx" / "templates" / "default.conf.template"
 
 
 def production_env(base_env: dict[str, str]) -> dict[str, str]:
@@ -15,20 +35,30 @@ def production_env(base_env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def test_complete_production_configuration_loads(base_env: dict[str, str]) -> None:
-    settings = load_settings(production_env(base_env))
-    assert settings.is_production
-    assert settings.jwt_algorithms == ("RS256",)
-    assert settings.jwt_leeway_seconds == 30
-    assert settings.hsts_max_age == 63072000
-    assert settings.hsts_preload is False
-    assert settings.trusted_proxy_hops == 1
+def start(env: Mapping[str, str | None]) -> Flask:
+    """What gunicorn's master does before any worker starts: settings, then every init_app."""
+    return create_app(load_settings({k: v for k, v in env.items() if v is not None}))
+
+
+def refusal(env: Mapping[str, str | None]) -> str:
+    # Each module raises its own error class; all are ValueErrors, as gunicorn.conf.py expects.
+    with pytest.raises(ValueError, match=r"^[A-Z][A-Z0-9_]+: ") as caught:
+        start(env)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_complete_production_configuration_starts(base_env: dict[str, str]) -> None:
+    app = start(production_env(base_env))
+    assert app.config["APP_ENV"] == "production"
+    assert app.extensions["bearer"].algorithms == ("RS256",)
 
 
 def test_app_env_defaults_to_production(base_env: dict[str, str]) -> None:
     env = production_env(base_env)
     env.pop("APP_ENV")
-    assert load_settings(env).app_env == "production"
+    assert load_settings(env).is_production
 
 
 UNSAFE_PRODUCTION = [
@@ -45,7 +75,7 @@ UNSAFE_PRODUCTION = [
     pytest.param({"JWT_ALGORITHMS": "RS256,hs512"}, "JWT_ALGORITHMS", id="hs512-in-list"),
     pytest.param({"JWT_ALGORITHMS": "none"}, "JWT_ALGORITHMS", id="alg-none"),
     pytest.param({"JWT_ALGORITHMS": "RS257"}, "JWT_ALGORITHMS", id="unknown-alg"),
-    pytest.param({"FLASK_DEBUG": "1"}, "FLASK_DEBUG", id="debug-on"),
+    pytest.param({"JWT_LEEWAY_SECONDS": "600"}, "JWT_LEEWAY_SECONDS", id="leeway-too-long"),
     pytest.param({"WEBHOOK_SECRET": None}, "WEBHOOK_SECRET", id="missing-webhook-secret"),
     pytest.param({"WEBHOOK_SECRET": "hunter2"}, "WEBHOOK_SECRET", id="webhook-secret-not-whsec"),
     pytest.param({"REPLAY_STORE_URL": "memory://"}, "REPLAY_STORE_URL", id="memory-store"),
@@ -65,13 +95,56 @@ UNSAFE_PRODUCTION = [
 def test_unsafe_production_configuration_is_refused(
     base_env: dict[str, str], changes: dict[str, str | None], setting: str
 ) -> None:
-    merged = {**production_env(base_env), **changes}
-    env = {key: value for key, value in merged.items() if value is not None}
-    with pytest.raises(ConfigError) as caught:
-        load_settings(env)
-    assert caught.value.setting == setting
-    assert str(caught.value).startswith(f"{setting}: ")
-    assert "\n" not in str(caught.value)
+    assert refusal({**production_env(base_env), **changes}).startswith(f"{setting}: ")
+
+
+# Every spelling of this host: a production start must not trust a token minted locally.
+LOCAL_ISSUERS = [
+    "https://localhost/",
+    "https://localhost./",
+    "https://LOCALHOST/",
+    "https://issuer.localhost./",
+    "https://127.0.0.1/",
+    "https://127.1/",
+    "https://2130706433/",
+    "https://0.0.0.0/",
+    "https://[::1]/",
+    "https://[::ffff:127.0.0.1]/",
+    "https://[::]/",
+]
+
+
+@pytest.mark.parametrize("issuer", LOCAL_ISSUERS)
+def test_every_spelling_of_a_local_issuer_is_refused_in_production(
+    base_env: dict[str, str], issuer: str
+) -> None:
+    with pytest.raises(ConfigError, match=r"^JWT_ISSUER: .*local development issuer"):
+        load_settings({**production_env(base_env), "JWT_ISSUER": issuer})
+
+
+@pytest.mark.parametrize(
+    "issuer", ["https://issuer.example.com/", "https://localhost.example.com/", "https://10.0.0.1/"]
+)
+def test_real_issuers_are_accepted_in_production(base_env: dict[str, str], issuer: str) -> None:
+    assert load_settings({**production_env(base_env), "JWT_ISSUER": issuer}).is_production
+
+
+# Flask turns its debugger on for every FLASK_DEBUG value but these (flask.helpers).
+DEBUG_ON = ["1", "true", "True", "TRUE", "yes", "on", "2", "debug", " 1 "]
+DEBUG_OFF = ["", "0", "false", "False", "no", "NO", " 0 "]
+
+
+@pytest.mark.parametrize("value", DEBUG_ON)
+def test_every_spelling_of_debug_on_is_refused_in_production(
+    base_env: dict[str, str], value: str
+) -> None:
+    with pytest.raises(ConfigError, match=r"^FLASK_DEBUG: "):
+        load_settings({**production_env(base_env), "FLASK_DEBUG": value})
+
+
+@pytest.mark.parametrize("value", DEBUG_OFF)
+def test_debug_off_starts_in_production(base_env: dict[str, str], value: str) -> None:
+    assert load_settings({**production_env(base_env), "FLASK_DEBUG": value}).is_production
 
 
 @pytest.mark.parametrize(
@@ -84,39 +157,54 @@ def test_unsafe_production_configuration_is_refused(
     ],
 )
 def test_jwks_url_must_be_https_in_production(base_env: dict[str, str], url: str) -> None:
-    env = {**production_env(base_env), "JWT_JWKS_URL": url}
-    env.pop("JWT_PUBLIC_KEY_FILE")
-    with pytest.raises(ConfigError, match=r"^JWT_JWKS_URL: "):
-        load_settings(env)
+    env: dict[str, str | None] = {**production_env(base_env), "JWT_JWKS_URL": url}
+    env["JWT_PUBLIC_KEY_FILE"] = None
+    assert refusal(env).startswith("JWT_JWKS_URL: ")
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:9000/jwks", "http://localhost/jwks", "http://[::1]/j"]
+    "url", ["http://127.0.0.1:9/jwks", "http://localhost:9/jwks", "http://[::1]:9/j"]
 )
 def test_http_jwks_allowed_for_loopback_outside_production(
     base_env: dict[str, str], url: str
 ) -> None:
-    env = {**base_env, "APP_ENV": "development", "JWT_JWKS_URL": url}
-    env.pop("JWT_PUBLIC_KEY_FILE")
-    assert load_settings(env).jwt_jwks_url == url
+    # Port 9 (discard) is closed: the app starts without keys and answers 503 until they come.
+    app = start({**base_env, "APP_ENV": "development", "JWT_JWKS_URL": url,
+                 "JWT_PUBLIC_KEY_FILE": None, "JWT_JWKS_TIMEOUT_SECONDS": "1"})  # fmt: skip
+    assert app.extensions["bearer"].keys.url == url
 
 
 def test_http_jwks_refused_for_other_hosts_outside_production(base_env: dict[str, str]) -> None:
-    env = {**base_env, "APP_ENV": "development", "JWT_JWKS_URL": "http://idp.example/jwks"}
-    env.pop("JWT_PUBLIC_KEY_FILE")
-    with pytest.raises(ConfigError, match=r"^JWT_JWKS_URL: "):
-        load_settings(env)
+    env: dict[str, str | None] = {**base_env, "APP_ENV": "development"}
+    env.update(JWT_JWKS_URL="http://idp.example/jwks", JWT_PUBLIC_KEY_FILE=None)
+    assert refusal(env).startswith("JWT_JWKS_URL: ")
 
 
-def test_memory_store_refused_with_several_workers(base_env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError, match=r"^REPLAY_STORE_URL: .*WEB_CONCURRENCY"):
-        load_settings({**base_env, "WEB_CONCURRENCY": "3"})
+@pytest.mark.parametrize(("workers", "refused"), [("1", False), ("2", True), ("3", True)])
+def test_memory_store_refused_with_more_than_one_worker(
+    base_env: dict[str, str], workers: str, refused: bool
+) -> None:
+    env = {**base_env, "REPLAY_STORE_URL": "memory://", "WEB_CONCURRENCY": workers}
+    if refused:
+        with pytest.raises(ConfigError, match=r"^REPLAY_STORE_URL: .*WEB_CONCURRENCY"):
+            load_settings(env)
+    else:
+        assert load_settings(env).web_concurrency == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_web_concurrency_must_be_a_positive_whole_number(
+    base_env: dict[str, str], value: str
+) -> None:
+    with pytest.raises(ConfigError, match=r"^WEB_CONCURRENCY: "):
+        load_settings({**base_env, "WEB_CONCURRENCY": value})
 
 
 def test_webhook_secrets_are_split_for_rotation(base_env: dict[str, str]) -> None:
     old, new = base_env["WEBHOOK_SECRET"], "whsec_" + "A" * 44
-    settings = load_settings({**base_env, "WEBHOOK_SECRET": f"{old}  {new}"})
-    assert settings.webhook_secret == (old, new)
+    app = start({**base_env, "WEBHOOK_SECRET": f"{old}  {new}"})
+    keys = app.extensions["webhooks"].secrets[webhooks.STANDARD_WEBHOOKS.name]
+    assert keys == (webhooks.decode_standard_secret(old), webhooks.decode_standard_secret(new))
 
 
 def test_secrets_never_appear_in_repr_or_errors(base_env: dict[str, str]) -> None:
@@ -131,14 +219,9 @@ def test_secrets_never_appear_in_repr_or_errors(base_env: dict[str, str]) -> Non
     assert "redis-password" not in repr(settings)
     assert secret not in repr(settings)
     assert "gh-secret-value" not in repr(settings)
-    with pytest.raises(ConfigError) as caught:
-        load_settings({**base_env, "WEBHOOK_SECRET": "not-a-whsec-secret-value"})
-    assert "not-a-whsec-secret-value" not in str(caught.value)
-
-
-def test_algorithm_list_is_parsed(base_env: dict[str, str]) -> None:
-    settings = load_settings({**base_env, "JWT_ALGORITHMS": "RS256, ES256"})
-    assert settings.jwt_algorithms == ("RS256", "ES256")
+    assert "not-a-whsec-secret-value" not in refusal(
+        {**base_env, "WEBHOOK_SECRET": "not-a-whsec-secret-value"}
+    )
 
 
 def test_real_environment_wins_over_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,14 +234,221 @@ def test_real_environment_wins_over_dotenv(tmp_path: Path, monkeypatch: pytest.M
     assert merged["LOG_LEVEL"] == "DEBUG"
 
 
-def test_flask_config_uses_spec_names(base_env: dict[str, str]) -> None:
-    config = load_settings(base_env).flask_config()
-    spec_names = {
-        "JWT_ISSUER", "JWT_AUDIENCE", "JWT_JWKS_URL", "JWT_PUBLIC_KEY_FILE", "JWT_ALGORITHMS",
-        "JWT_LEEWAY_SECONDS", "WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET",
-        "WEBHOOK_TOLERANCE_SECONDS", "REPLAY_STORE_URL", "TRUSTED_PROXY_HOPS", "HSTS_MAX_AGE",
-        "HSTS_PRELOAD", "LOG_LEVEL", "APP_ENV",
-    }  # fmt: skip
-    assert spec_names <= config.keys()
+def test_flask_config_carries_every_module_setting_and_fixed_policy(
+    base_env: dict[str, str],
+) -> None:
+    config = load_settings(dict.fromkeys(MODULE_SETTINGS, "x") | base_env).flask_config()
+    assert set(MODULE_SETTINGS) <= config.keys()
     assert config["MAX_CONTENT_LENGTH"] == 1024 * 1024
     assert config["DEBUG"] is False
+    assert config["PROPAGATE_EXCEPTIONS"] is False
+
+
+# --------------------------------------------------------------------- the README's table
+
+
+def readme_settings() -> list[str]:
+    """Every setting named in the first column of the README's configuration table."""
+    section = README.read_text(encoding="utf-8").split("## Configuration", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    names: list[str] = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            names += re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])
+    return names
+
+
+@dataclass(frozen=True)
+class Documented:
+    """How to see a README setting at work: a value its owner must refuse, and a valid value
+    other than the default with what the owner then holds (read from the owner itself)."""
+
+    invalid: str
+    valid: str
+    seen: Callable[[Any], object]
+    expected: object
+    owner: str = "app"  # app, nginx, gunicorn or dev-token
+    production: bool = False  # the invalid value is refused in production only
+
+
+def bearer_of(app: Flask) -> Any:
+    return app.extensions["bearer"]
+
+
+def webhooks_of(app: Flask) -> Any:
+    return app.extensions["webhooks"]
+
+
+def proxy_fix_hops(app: Flask) -> object:
+    middleware = app.wsgi_app
+    return middleware.x_for if isinstance(middleware, ProxyFix) else 0
+
+
+def hsts_of(app: Flask) -> object:
+    response = app.test_client().get("/healthz", headers={"X-Forwarded-Proto": "https"})
+    return response.headers.get("Strict-Transport-Security")
+
+
+GITHUB_SECRET = "g" * 40
+STRIPE_SECRET = "whsec_" + "s" * 40
+
+DOCUMENTED: dict[str, Documented] = {
+    "APP_ENV": Documented("staging", "development", lambda app: app.config["APP_ENV"],
+                          "development"),
+    "JWT_ISSUER": Documented("", "https://other-issuer.test/",
+                             lambda app: bearer_of(app).issuer, "https://other-issuer.test/"),
+    "JWT_AUDIENCE": Documented("", "https://other-api.test",
+                               lambda app: bearer_of(app).audience, "https://other-api.test"),
+    "JWT_JWKS_URL": Documented("http://idp.example/jwks", "http://127.0.0.1:9/jwks",
+                               lambda app: bearer_of(app).keys.url, "http://127.0.0.1:9/jwks"),
+    "JWT_PUBLIC_KEY_FILE": Documented("/nonexistent.pem", "", lambda app: None, None),
+    "JWT_ALGORITHMS": Documented("HS256", "RS256,PS256", lambda app: bearer_of(app).algorithms,
+                                 ("RS256", "PS256")),
+    "JWT_LEEWAY_SECONDS": Documented("301", "300", lambda app: bearer_of(app).leeway, 300),
+    "JWT_TOKEN_TYPE": Documented("a b", "application/at+jwt",
+                                 lambda app: bearer_of(app).token_type, "application/at+jwt"),
+    "JWT_REALM": Documented('x"y', "orders", lambda app: bearer_of(app).realm, "orders"),
+    "JWT_MAX_TOKEN_BYTES": Documented("255", "256",
+                                      lambda app: bearer_of(app).max_token_bytes, 256),
+    "JWT_JWKS_CACHE_SECONDS": Documented("0", "86400",
+                                         lambda app: bearer_of(app).keys.max_age, 86400),
+    "JWT_JWKS_COOLDOWN_SECONDS": Documented("3601", "3600",
+                                            lambda app: bearer_of(app).keys.cooldown, 3600),
+    "JWT_JWKS_TIMEOUT_SECONDS": Documented("61", "2",
+                                           lambda app: bearer_of(app).keys.timeout, 2),
+    "JWT_VERIFIED_CACHE_SIZE": Documented("-1", "0", lambda app: bearer_of(app).cache.size, 0),
+    "JWT_DEV_PRIVATE_KEY_FILE": Documented("/nonexistent.pem", "", lambda app: None, None,
+                                           owner="dev-token"),
+    "WEBHOOK_SECRET": Documented("whsec_!!!", "whsec_" + "B" * 44,
+                                 lambda app: len(webhooks_of(app).secrets["standard-webhooks"]), 1),
+    "GITHUB_WEBHOOK_SECRET": Documented("g" * 31, GITHUB_SECRET,
+                                        lambda app: webhooks_of(app).secrets["github"],
+                                        (GITHUB_SECRET.encode(),), production=True),
+    "STRIPE_WEBHOOK_SECRET": Documented("whsec_" + "s" * 25, STRIPE_SECRET,
+                                        lambda app: webhooks_of(app).secrets["stripe"],
+                                        (STRIPE_SECRET.encode(),), production=True),
+    "WEBHOOK_TOLERANCE_SECONDS": Documented("3601", "3600",
+                                            lambda app: webhooks_of(app).tolerance, 3600),
+    "WEBHOOK_REPLAY_TTL_SECONDS": Documented("0", "2592000",
+                                             lambda app: webhooks_of(app).replay_ttl, 2592000),
+    "WEBHOOK_LEASE_SECONDS": Documented("0", "5", lambda app: webhooks_of(app).lease, 5),
+    "REPLAY_STORE_URL": Documented("postgres://db/x", "sqlite:///replay.sqlite3",
+                                   lambda app: type(webhooks_of(app).store).__name__,
+                                   "SqliteReplayStore"),
+    "TRUSTED_PROXY_HOPS": Documented("-1", "2", proxy_fix_hops, 2),
+    "HSTS_MAX_AGE": Documented("-5", "31536000", hsts_of, "max-age=31536000; includeSubDomains"),
+    "HSTS_PRELOAD": Documented("maybe", "yes", hsts_of,
+                               "max-age=63072000; includeSubDomains; preload"),
+    "LOG_LEVEL": Documented("LOUD", "warning", lambda app: logging.getLogger().level,
+                            logging.WARNING),
+    "RATE_LIMIT_PER_SECOND": Documented("fast", "7", lambda conf: "rate=7r/s" in conf, True,
+                                        owner="nginx"),
+    "RATE_LIMIT_BURST": Documented("-1", "9", lambda conf: "burst=9 nodelay" in conf, True,
+                                   owner="nginx"),
+    "WEB_CONCURRENCY": Documented("0", "3", lambda conf: conf["workers"], 3, owner="gunicorn"),
+    "GUNICORN_THREADS": Documented("0", "5", lambda conf: conf["threads"], 5, owner="gunicorn"),
+}  # fmt: skip
+# Both parts check these: the app (its headers) and nginx (its own copy of the HSTS header).
+ALSO_NGINX = {"HSTS_MAX_AGE": "-5", "HSTS_PRELOAD": "maybe"}
+
+
+def test_every_readme_setting_has_a_check() -> None:
+    documented = readme_settings()
+    assert len(documented) == len(set(documented)), "a setting is listed twice"
+    assert set(documented) == set(DOCUMENTED)
+
+
+def test_every_module_setting_is_in_the_readme() -> None:
+    assert set(MODULE_SETTINGS) - {"APP_ENV"} <= set(readme_settings())
+
+
+def run_nginx_derive(settings: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The script nginx's image sources before rendering its templates (devstack too)."""
+    env = {"RATE_LIMIT_PER_SECOND": "20", "RATE_LIMIT_BURST": "40", "HSTS_MAX_AGE": "63072000",
+           "HTTPS_PORT": "443", "UPSTREAM_SERVER": "app:8000", "PATH": "/usr/bin:/bin",
+           **settings}  # fmt: skip
+    printer = '. "$1" && echo "rate=${NGINX_LIMIT_REQ_RATE}r/s ${NGINX_LIMIT_REQ_OPTIONS}"'
+    return subprocess.run(
+        ["sh", "-c", printer, "sh", str(NGINX_DERIVE)],
+        env=env, capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+
+
+def load_gunicorn_conf(environment: dict[str, str]) -> dict[str, Any]:
+    """gunicorn.conf.py as gunicorn loads it: a module run with the process environment."""
+    code = compile((PROJECT / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec")
+    namespace: dict[str, Any] = {"__name__": "gunicorn_conf"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        exec(code, namespace)  # noqa: S102 - the project's own config file
+    return namespace
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_invalid_value_stops_start_up_naming_the_setting(
+    name: str,
+    base_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    case = DOCUMENTED[name]
+    env = production_env(base_env) if case.production else base_env
+    if case.owner == "app":
+        assert refusal({**env, name: case.invalid}).startswith(f"{name}: ")
+    elif case.owner == "nginx":
+        derived = run_nginx_derive({name: case.invalid})
+        assert derived.returncode != 0
+        assert derived.stderr.startswith(f"configuration error: {name}: ")
+    elif case.owner == "gunicorn":
+        monkeypatch.chdir(tmp_path)  # no .env here: only the environment counts
+        with pytest.raises(SystemExit):
+            load_gunicorn_conf({name: case.invalid})
+        assert capsys.readouterr().err.startswith(f"configuration error: {name}: ")
+    else:
+        app = start({**env, name: case.invalid})
+        dev_token = app.test_cli_runner().invoke(args=["dev-token", "--sub", "alice"])
+        assert dev_token.exit_code != 0
+        assert name in dev_token.output
+    if name in ALSO_NGINX:
+        derived = run_nginx_derive({name: ALSO_NGINX[name]})
+        assert derived.returncode != 0
+        assert derived.stderr.startswith(f"configuration error: {name}: ")
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_valid_value_reaches_the_part_that_owns_it(
+    name: str,
+    base_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    case = DOCUMENTED[name]
+    monkeypatch.chdir(tmp_path)  # relative paths (sqlite:///replay.sqlite3) land here
+    if name in ("JWT_PUBLIC_KEY_FILE", "JWT_DEV_PRIVATE_KEY_FILE"):
+        # The key files have no "other" value to read back: the key itself shows it arrived.
+        dev_token = start(base_env).test_cli_runner().invoke(args=["dev-token", "--sub", "a"])
+        assert dev_token.exit_code == 0, dev_token.output
+        client = start(base_env).test_client()
+        answer = client.get(
+            "/api/v1/me",
+            headers={"Authorization": f"Bearer {dev_token.output.strip()}",
+                     "X-Forwarded-Proto": "https"},
+        )  # fmt: skip
+        assert answer.status_code == 200
+        return
+    if case.owner == "nginx":
+        result = run_nginx_derive({name: case.valid})
+        assert result.returncode == 0, result.stderr
+        assert case.seen(result.stdout) == case.expected
+        return
+    if case.owner == "gunicorn":
+        assert case.seen(load_gunicorn_conf({name: case.valid})) == case.expected
+        return
+    env: dict[str, str | None] = {**base_env}
+    if name.startswith("JWT_JWKS_"):
+        # Port 9 is closed: the app starts without keys (503 until they come), quickly.
+        env.update(JWT_PUBLIC_KEY_FILE=None, JWT_JWKS_URL="http://127.0.0.1:9/jwks")
+    app = start({**env, name: case.valid})
+    assert case.seen(app) == case.expected

@@ -15,8 +15,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     # An API serves no static files: without the default /static route there is nothing to
     # document, fuzz or accidentally expose.
     app = Flask(__name__, static_folder=None)
+    # Each module validates its own settings in init_app: a bad one stops the start here.
     app.config.from_mapping(settings.flask_config())
-    app.extensions["settings"] = settings
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 def register_extensions(app: Flask) -> None:
     # First: request ids and redacted JSON logs cover everything the others log.
     logs.init_app(app)
-    # ProxyFix, HTTPS-only (except /healthz) and security headers, before any route runs.
+    # ProxyFix, HTTPS-only (except /healthz) and security headers, before any view runs.
     transport.init_app(app)
     bearer.init_app(app)
     webhooks.init_app(app)

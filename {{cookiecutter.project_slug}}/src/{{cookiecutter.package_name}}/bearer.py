@@ -40,6 +40,7 @@ import ipaddress
 import json
 import logging
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -59,10 +60,12 @@ from flask.typing import ResponseReturnValue
 from jwt.exceptions import InvalidSubjectError
 
 __all__ = [
+    "SETTINGS",
     "BearerConfigError",
     "Principal",
     "current_principal",
     "init_app",
+    "is_loopback",
     "require_scopes",
 ]
 
@@ -72,6 +75,23 @@ ASYMMETRIC_ALGORITHMS: Final = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 REQUIRED_CLAIMS: Final = ("exp", "iat", "iss", "aud", "sub")
+# What init_app reads from app.config (and validates: nothing else checks these).
+SETTINGS: Final = (
+    "APP_ENV",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "JWT_JWKS_URL",
+    "JWT_PUBLIC_KEY_FILE",
+    "JWT_ALGORITHMS",
+    "JWT_LEEWAY_SECONDS",
+    "JWT_TOKEN_TYPE",
+    "JWT_REALM",
+    "JWT_MAX_TOKEN_BYTES",
+    "JWT_JWKS_CACHE_SECONDS",
+    "JWT_JWKS_COOLDOWN_SECONDS",
+    "JWT_JWKS_TIMEOUT_SECONDS",
+    "JWT_VERIFIED_CACHE_SIZE",
+)
 EXTENSION_KEY: Final = "bearer"
 READINESS_NAME: Final = "bearer_keys"
 
@@ -92,7 +112,14 @@ P = ParamSpec("P")
 
 
 class BearerConfigError(ValueError):
-    """Raised by init_app() for a setting that is missing, unsafe or unusable."""
+    """Raised by init_app() for a setting that is missing, unsafe or unusable.
+
+    str() is one line that starts with the setting's name: "JWT_ALGORITHMS: ...".
+    """
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
 
 
 @dataclass(frozen=True)
@@ -305,19 +332,15 @@ class _Verifier:
         )
         challenge = _challenge(self.realm, rejection.error, rejection.description, rejection.scope)
         extra = {"error": rejection.error} if rejection.error else {}
-        return _problem(
-            rejection.status, rejection.description, {"WWW-Authenticate": challenge}, extra
-        )
+        response = _problem(rejection.status, rejection.description, **extra)
+        response.headers["WWW-Authenticate"] = challenge
+        return response
 
     def keys_unavailable(self) -> Response:
         logger.warning("bearer token not judged: no signing keys available (JWKS unreachable)")
-        retry = str(max(1, round(self.keys.cooldown)))
-        return _problem(
-            503,
-            "Token signing keys are temporarily unavailable",
-            {"Retry-After": retry},
-            {},
-        )
+        response = _problem(503, "Token signing keys are temporarily unavailable")
+        response.headers["Retry-After"] = str(max(1, round(self.keys.cooldown)))
+        return response
 
 
 # Most specific first: ExpiredSignatureError is an InvalidTokenError, and so on.
@@ -439,19 +462,18 @@ def _challenge(realm: str, error: str | None, description: str, scope: str | Non
     return "Bearer " + ", ".join(params)
 
 
-def _problem(
-    status: int, detail: str, headers: Mapping[str, str], extra: Mapping[str, str]
-) -> Response:
-    """RFC 9457 problem+json, built here rather than shared so that this file stands alone."""
+def _problem(status: int, detail: str, **extensions: str) -> Response:
+    """RFC 9457 problem+json with the request's id; built here so that this file stands alone."""
     body = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
-        **extra,
+        **extensions,
     }
-    response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
-    response.headers.update(headers)
+    if request_id := g.get("request_id"):
+        body["request_id"] = request_id
+    response = Response(json.dumps(body), status, mimetype="application/problem+json")
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -474,8 +496,8 @@ class _StaticKey:
                 continue
         if not self._by_alg:
             raise BearerConfigError(
-                "JWT_PUBLIC_KEY_FILE: the key fits none of JWT_ALGORITHMS "
-                f"({', '.join(algorithms)})"
+                "JWT_PUBLIC_KEY_FILE",
+                f"the key fits none of JWT_ALGORITHMS ({', '.join(algorithms)})",
             )
 
     def key_for(self, alg: str, kid: object) -> tuple[Any, int]:
@@ -519,7 +541,6 @@ class _JwksKeys:
         self.max_age = max_age
         self.cooldown = cooldown
         self.timeout = timeout
-        self.fetch_count = 0
         self._snapshot: _KeySnapshot = (MappingProxyType({}), 0)
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
@@ -570,7 +591,6 @@ class _JwksKeys:
             if not self._cooldown_over():
                 return  # another thread fetched while we waited
             self._attempted_at = time.monotonic()
-            self.fetch_count += 1
             try:
                 fetched = _parse_jwks(_download_jwks(self.url, self.timeout))
             except (_JwksError, *_PARSE_ERRORS) as exc:
@@ -718,12 +738,14 @@ class _VerifiedCache:
 def _algorithms_setting(value: object) -> tuple[str, ...]:
     names = value.replace(",", " ").split() if isinstance(value, str) else value
     if not isinstance(names, list | tuple) or not names:
-        raise BearerConfigError("JWT_ALGORITHMS: give at least one algorithm, e.g. RS256")
+        raise BearerConfigError("JWT_ALGORITHMS", "give at least one algorithm, e.g. RS256")
     for name in names:
         if not isinstance(name, str) or name not in ASYMMETRIC_ALGORITHMS:
             raise BearerConfigError(
-                f"JWT_ALGORITHMS: {name!r} is not allowed; use asymmetric algorithms only "
-                f"({', '.join(sorted(ASYMMETRIC_ALGORITHMS))}); HS* and none are refused"
+                "JWT_ALGORITHMS",
+                f"{name!r} is not allowed; use asymmetric algorithms only "
+                f"({', '.join(sorted(ASYMMETRIC_ALGORITHMS))}); HS* and none are refused "
+                "(RFC 8725 section 3.1)",
             )
     return tuple(dict.fromkeys(names))
 
@@ -732,15 +754,21 @@ def _key_source(config: Mapping[str, Any], algorithms: tuple[str, ...]) -> _Stat
     jwks_url = config.get("JWT_JWKS_URL") or None
     key_file = config.get("JWT_PUBLIC_KEY_FILE") or None
     if (jwks_url is None) == (key_file is None):
-        raise BearerConfigError("set exactly one of JWT_JWKS_URL and JWT_PUBLIC_KEY_FILE")
+        raise BearerConfigError(
+            "JWT_JWKS_URL", "set exactly one of JWT_JWKS_URL and JWT_PUBLIC_KEY_FILE"
+        )
+    # Checked even for a static key, so that a typo is reported before someone relies on it.
+    max_age = _int_setting(config, "JWT_JWKS_CACHE_SECONDS", 300, low=1, high=86400)
+    cooldown = _int_setting(config, "JWT_JWKS_COOLDOWN_SECONDS", 30, low=0, high=3600)
+    timeout = _int_setting(config, "JWT_JWKS_TIMEOUT_SECONDS", 5, low=1, high=60)
     if key_file is not None:
         return _StaticKey(_public_pem(str(key_file)), algorithms)
     production = config.get("APP_ENV", "production") == "production"
     return _shared_jwks(
         _jwks_url_setting(str(jwks_url), production=production),
-        max_age=_int_setting(config, "JWT_JWKS_CACHE_SECONDS", 300, low=1, high=86400),
-        cooldown=_int_setting(config, "JWT_JWKS_COOLDOWN_SECONDS", 30, low=0, high=3600),
-        timeout=_int_setting(config, "JWT_JWKS_TIMEOUT_SECONDS", 5, low=1, high=60),
+        max_age=max_age,
+        cooldown=cooldown,
+        timeout=timeout,
     )
 
 
@@ -749,10 +777,12 @@ def _public_pem(path: str) -> bytes:
         pem = Path(path).read_bytes()
     except OSError as exc:
         raise BearerConfigError(
-            f"JWT_PUBLIC_KEY_FILE: cannot read {path} ({exc.strerror})"
+            "JWT_PUBLIC_KEY_FILE", f"cannot read {path} ({exc.strerror})"
         ) from None
     if b"PRIVATE KEY" in pem:
-        raise BearerConfigError("JWT_PUBLIC_KEY_FILE holds a private key; give the public key only")
+        raise BearerConfigError(
+            "JWT_PUBLIC_KEY_FILE", "holds a private key; give the public key only"
+        )
     return pem
 
 
@@ -760,28 +790,46 @@ def _jwks_url_setting(url: str, *, production: bool) -> str:
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
         return url
-    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
         if production:
-            raise BearerConfigError("JWT_JWKS_URL must use https in production")
+            raise BearerConfigError("JWT_JWKS_URL", "must use https in production")
         return url
     raise BearerConfigError(
-        "JWT_JWKS_URL must be an https URL (http only for a loopback host outside production)"
+        "JWT_JWKS_URL", "must be an https URL (http only for a loopback host outside production)"
     )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+def is_loopback(host: str) -> bool:
+    """True for every spelling of this machine: localhost and *.localhost (RFC 6761), with or
+    without a trailing dot, 127/8, ::1, IPv4-mapped ::ffff:127.x, the unspecified addresses
+    (a connection to 0.0.0.0 reaches this host) and legacy IPv4 forms such as 127.1."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
         return True
+    address = _ip_address(name)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address is not None and (address.is_loopback or address.is_unspecified)
+
+
+def _ip_address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(name)
     except ValueError:
-        return False
+        pass
+    # inet_aton() (what resolvers use) also takes 127.1, 2130706433 and 0x7f.1.
+    if not name or not all(part.isalnum() for part in name.split(".")):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(name))
+    except OSError:
+        return None
 
 
 def _required_text(config: Mapping[str, Any], name: str) -> str:
     value = config.get(name)
     if not isinstance(value, str) or not value.strip():
-        raise BearerConfigError(f"{name} is required")
+        raise BearerConfigError(name, "required")
     return value
 
 
@@ -790,9 +838,9 @@ def _int_setting(config: Mapping[str, Any], name: str, default: int, *, low: int
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise BearerConfigError(f"{name} must be a whole number") from None
+        raise BearerConfigError(name, f"must be a whole number, got {value!r}") from None
     if isinstance(value, bool) or not low <= number <= high:
-        raise BearerConfigError(f"{name} must be between {low} and {high}")
+        raise BearerConfigError(name, f"must be between {low} and {high}, got {value!r}")
     return number
 
 
@@ -800,11 +848,13 @@ def _token_type_setting(value: object) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str) or not _HTTP_TOKEN.fullmatch(value.replace("/", "")):
-        raise BearerConfigError("JWT_TOKEN_TYPE must be a media type such as at+jwt")
+        raise BearerConfigError("JWT_TOKEN_TYPE", "must be a media type such as at+jwt")
     return value
 
 
 def _realm_setting(value: object) -> str:
     if not isinstance(value, str) or not _REALM.fullmatch(value):
-        raise BearerConfigError("JWT_REALM must be printable ASCII without quotes or backslashes")
+        raise BearerConfigError(
+            "JWT_REALM", "must be printable ASCII without quotes or backslashes"
+        )
     return value

@@ -15,6 +15,8 @@ import jwt
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+# What the commands read from app.config.
+SETTINGS = ("JWT_DEV_PRIVATE_KEY_FILE",)
 DEFAULT_DEV_PRIVATE_KEY_FILE = "keys/dev_jwt_private.pem"
 DEV_CLIENT_ID = "dev-cli"
 

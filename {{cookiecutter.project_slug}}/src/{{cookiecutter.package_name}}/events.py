@@ -12,7 +12,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, current_app
 from flask.blueprints import BlueprintSetupState
 
 from . import webhooks
@@ -34,19 +34,15 @@ def _create_event_log(state: BlueprintSetupState) -> None:
     state.app.extensions.setdefault(RECEIVED_EVENTS_KEY, deque(maxlen=RECEIVED_EVENTS_KEPT))
 
 
-@blueprint.post("/events")
-def receive_standard_webhook() -> Response:
-    return standard_webhooks.receive()
-
-
-@blueprint.post("/github")
-def receive_github_webhook() -> Response:
-    return github_webhooks.receive()
-
-
-@blueprint.post("/stripe")
-def receive_stripe_webhook() -> Response:
-    return stripe_webhooks.receive()
+blueprint.add_url_rule(
+    "/events", view_func=standard_webhooks.as_view("receive_standard_webhook"), methods=["POST"]
+)
+blueprint.add_url_rule(
+    "/github", view_func=github_webhooks.as_view("receive_github_webhook"), methods=["POST"]
+)
+blueprint.add_url_rule(
+    "/stripe", view_func=stripe_webhooks.as_view("receive_stripe_webhook"), methods=["POST"]
+)
 
 
 def received_events() -> deque[dict[str, Any]]:

@@ -30,6 +30,9 @@ from flask.logging import default_handler
 
 from .redaction import RedactingFilter, Redactor
 
+# What init_app reads from app.config (and validates).
+SETTINGS = ("LOG_LEVEL",)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,128}")
 # Fields a line about a request carries, in the order they are written.
@@ -45,11 +48,19 @@ access_logger = logging.getLogger(f"{__package__ or 'app'}.access")
 
 def init_app(app: Flask) -> None:
     """JSON logging for the process (unless gunicorn configured it), request ids, access lines."""
-    configure_logging(str(app.config.get("LOG_LEVEL", "INFO")))
+    configure_logging(read_log_level(app.config.get("LOG_LEVEL")))
     # Flask's own handler writes unredacted text; records must reach the root handler instead.
     app.logger.removeHandler(default_handler)
     app.before_request(_start_request)
     app.after_request(_finish_request)
+
+
+def read_log_level(value: object) -> str:
+    """LOG_LEVEL as a logging level name (any case); unset means INFO."""
+    level = str(value or "INFO").strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
 
 
 def configure_logging(level: str = "INFO") -> logging.Handler:

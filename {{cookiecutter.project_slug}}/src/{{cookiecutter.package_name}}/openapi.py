@@ -4,9 +4,10 @@ Paths and methods come from the app's URL map (every rule, every method but HEAD
 which Flask adds on its own), so a route cannot be served without being described, nor
 described without being served. The scopes of each operation come from the attribute
 `required_scopes` that `bearer.require_scopes` puts on the view it protects: the document and
-the check read the same tuple. What code cannot tell (the shape of bodies, the signature
-headers of each webhook format) is kept in the tables below, and tests/test_openapi.py proves
-that those tables match the URL map.
+the check read the same tuple. A webhook view made by `webhooks.Receiver.as_view` carries its
+sender (`webhook_sender`): the headers it signs, their formats and its description are read
+from that record, the one webhooks.py verifies with. What code cannot tell (the shape of
+bodies) is kept in the table below, and tests/test_openapi.py proves it matches the URL map.
 
 `servers` lists one https URL only: the scheme and host of JWT_AUDIENCE when that setting is an
 https URL (the bake sets it to https://<domain_name>, this API's public identifier), else
@@ -26,6 +27,8 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 from werkzeug.routing import Rule
+
+from .webhooks import Sender, SignedHeader
 
 OPENAPI_VERSION: Final = "3.1.0"
 PROBLEM_JSON: Final = "application/problem+json"
@@ -84,38 +87,6 @@ DESCRIBED: Final[Mapping[tuple[str, str], Described]] = {
     ("POST", "/webhooks/stripe"): Described(
         "Receive a Stripe webhook event", 200, "WebhookAck", "WebhookPayload"
     ),
-}
-
-# The headers each webhook format signs a delivery with; a delivery without them gets 400.
-WEBHOOK_SIGNATURE_HEADERS: Final[Mapping[str, tuple[tuple[str, str], ...]]] = {
-    "/webhooks/events": (
-        ("webhook-id", "Message id (Standard Webhooks); an id already accepted is a duplicate."),
-        ("webhook-timestamp", "Unix time of the delivery; must be within the tolerance."),
-        ("webhook-signature", "Space separated `v1,<base64 HMAC-SHA256>` of id.timestamp.body."),
-    ),
-    "/webhooks/github": (
-        ("X-Hub-Signature-256", "`sha256=<hex HMAC-SHA256>` of the raw body."),
-        ("X-GitHub-Delivery", "Delivery id (GUID); a delivery already accepted is a duplicate."),
-        ("X-GitHub-Event", "Event type, e.g. push or ping: chooses the handlers."),
-    ),
-    "/webhooks/stripe": (
-        ("Stripe-Signature", "`t=<unix time>,v1=<hex HMAC-SHA256 of t.body>`; several v1 allowed."),
-    ),
-}
-
-# Formats webhooks.py enforces (400 otherwise): ids are visible ASCII, timestamps digits.
-_VISIBLE_ID: Final = "^[!-~]{1,256}$"
-WEBHOOK_HEADER_PATTERNS: Final[Mapping[str, str]] = {
-    "webhook-id": _VISIBLE_ID,
-    "webhook-timestamp": "^[0-9]{1,15}$",
-    "X-GitHub-Delivery": _VISIBLE_ID,
-    "X-GitHub-Event": _VISIBLE_ID,
-}
-
-WEBHOOK_DESCRIPTIONS: Final[Mapping[str, str]] = {
-    "/webhooks/events": "Signed per Standard Webhooks with WEBHOOK_SECRET (rotation: any listed).",
-    "/webhooks/github": "Signed by GitHub with GITHUB_WEBHOOK_SECRET; 404 while it is unset.",
-    "/webhooks/stripe": "Signed by Stripe with STRIPE_WEBHOOK_SECRET; 404 while it is unset.",
 }
 
 ERROR_DESCRIPTIONS: Final[Mapping[int, str]] = {
@@ -184,6 +155,12 @@ def required_scopes(app: Flask, rule: Rule) -> tuple[str, ...] | None:
     return None if scopes is None else tuple(scopes)
 
 
+def webhook_sender(app: Flask, rule: Rule) -> Sender | None:
+    """The webhook format a view made by Receiver.as_view verifies, or None."""
+    sender = getattr(app.view_functions[rule.endpoint], "webhook_sender", None)
+    return sender if isinstance(sender, Sender) else None
+
+
 def _info(app: Flask) -> dict[str, Any]:
     package = app.import_name.partition(".")[0]
     try:
@@ -210,23 +187,25 @@ def _paths(app: Flask) -> dict[str, Any]:
 def _operation(app: Flask, method: str, path: str, rule: Rule) -> dict[str, Any]:
     described = DESCRIBED.get((method, path))
     scopes = required_scopes(app, rule)
+    sender = webhook_sender(app, rule)
     operation: dict[str, Any] = {
         "operationId": f"{method.lower()}_{rule.endpoint.replace('.', '_')}",
         "summary": described.summary if described else rule.endpoint,
         "tags": [rule.endpoint.partition(".")[0] if "." in rule.endpoint else "app"],
         "security": [{SECURITY_SCHEME: list(scopes)}] if scopes is not None else [],
     }
-    parameters = _path_parameters(rule.rule) + _webhook_header_parameters(path)
+    parameters = _path_parameters(rule.rule)
+    if sender is not None:
+        parameters += [_header_parameter(header) for header in sender.headers]
+        operation["description"] = sender.description
     if parameters:
         operation["parameters"] = parameters
-    if path in WEBHOOK_DESCRIPTIONS:
-        operation["description"] = WEBHOOK_DESCRIPTIONS[path]
     if described and described.request_body:
         operation["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": _ref("schemas", described.request_body)}},
         }
-    operation["responses"] = _responses(path, described, scopes)
+    operation["responses"] = _responses(path, described, scopes, sender)
     return operation
 
 
@@ -242,26 +221,22 @@ def _path_parameters(rule: str) -> list[dict[str, Any]]:
     ]
 
 
-def _webhook_header_parameters(path: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": name,
-            "in": "header",
-            "required": True,
-            "description": description,
-            "schema": _header_schema(name),
-        }
-        for name, description in WEBHOOK_SIGNATURE_HEADERS.get(path, ())
-    ]
-
-
-def _header_schema(name: str) -> dict[str, Any]:
-    pattern = WEBHOOK_HEADER_PATTERNS.get(name)
-    return {"type": "string", "pattern": pattern} if pattern else {"type": "string", "minLength": 1}
+def _header_parameter(header: SignedHeader) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "minLength": 1}
+    if header.pattern is not None:
+        # The verifier matches the whole value (fullmatch); JSON Schema patterns are unanchored.
+        schema = {"type": "string", "pattern": f"^{header.pattern.pattern}$"}
+    return {
+        "name": header.name,
+        "in": "header",
+        "required": True,
+        "description": header.description,
+        "schema": schema,
+    }
 
 
 def _responses(
-    path: str, described: Described | None, scopes: tuple[str, ...] | None
+    path: str, described: Described | None, scopes: tuple[str, ...] | None, sender: Sender | None
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     if described is None:
@@ -271,13 +246,13 @@ def _responses(
             "description": HTTPStatus(described.status).phrase,
             "content": {described.media_type: {"schema": _ref("schemas", described.schema)}},
         }
-    for status in sorted(_error_statuses(path, described, scopes)):
-        responses[str(status)] = _ref("responses", _error_component(status, path))
+    for status in sorted(_error_statuses(path, described, scopes, sender)):
+        responses[str(status)] = _ref("responses", _error_component(status, sender))
     return responses
 
 
 def _error_statuses(
-    path: str, described: Described | None, scopes: tuple[str, ...] | None
+    path: str, described: Described | None, scopes: tuple[str, ...] | None, sender: Sender | None
 ) -> set[int]:
     statuses = {405, *(described.errors if described else ())}
     if "{" in path:
@@ -286,16 +261,16 @@ def _error_statuses(
         statuses |= {400, 401, 503}
     if scopes:
         statuses.add(403)  # insufficient_scope: only where a scope is required
-    if path in WEBHOOK_SIGNATURE_HEADERS:
+    if sender is not None:
         statuses |= {400, 401, 404, 409, 413, 500, 503}
     if path.startswith(RATE_LIMITED_PREFIXES):
         statuses.add(429)
     return statuses
 
 
-def _error_component(status: int, path: str) -> str:
+def _error_component(status: int, sender: Sender | None) -> str:
     # A webhook's 401 carries no WWW-Authenticate challenge: it is not a bearer endpoint.
-    if status == 401 and path in WEBHOOK_SIGNATURE_HEADERS:
+    if status == 401 and sender is not None:
         return "SignatureRejected"
     return HTTPStatus(status).phrase.replace(" ", "").replace("-", "")
 
@@ -328,7 +303,7 @@ def _components() -> dict[str, Any]:
 def _error_responses() -> dict[str, Any]:
     text = {"type": "string"}
     responses = {
-        _error_component(status, ""): _problem_response(description)
+        _error_component(status, None): _problem_response(description)
         for status, description in ERROR_DESCRIPTIONS.items()
     }
     responses["SignatureRejected"] = _problem_response(

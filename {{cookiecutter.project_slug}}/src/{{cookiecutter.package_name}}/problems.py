@@ -27,12 +27,11 @@ def problem(
         "title": title or phrase,
         "status": status,
         "detail": detail or description,
+        **extensions,
     }
-    request_id = g.get("request_id") if g else None
-    if request_id:
+    if request_id := g.get("request_id"):
         body["request_id"] = request_id
-    body.update(extensions)
-    return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    return Response(json.dumps(body), status, mimetype=PROBLEM_JSON)
 
 
 def describe(status: int) -> tuple[str, str]:

@@ -6,10 +6,11 @@ What it does, in the order a request meets it:
    ``-Proto`` and ``-Host``, so a client cannot claim another address or scheme by sending
    those headers itself (the proxy overwrites them; extra hops are ignored).
 2. Any request that did not arrive over HTTPS is refused with ``403`` problem+json, except
-   ``/healthz`` (container health checks ask the app directly over plain HTTP). This is
-   defence in depth: the proxy already refuses plain HTTP, but a misrouted or direct request
-   must not be served either. It is refused rather than redirected because a credential sent
-   over plain HTTP has already crossed the wire.
+   ``/healthz`` (container health checks ask the app directly over plain HTTP), before any
+   view runs or anything reads the body. This is defence in depth: the proxy already refuses
+   plain HTTP, but a misrouted or direct request must not be served either. It is refused
+   rather than redirected because a credential sent over plain HTTP has already crossed the
+   wire.
 3. Every response gets the API security headers below; HTTPS responses also get
    ``Strict-Transport-Security`` (RFC 6797), never plain-HTTP ones (browsers ignore it there
    and it would advertise a policy an attacker on the path can strip anyway).
@@ -22,22 +23,21 @@ Configuration (``app.config``, read once in :func:`init_app`):
   once every subdomain serves HTTPS, since preload lists are hard to leave.
 
 Standalone on purpose: it imports only Flask, Werkzeug and the standard library, so the file
-can be copied into any Flask app (``transport.init_app(app)``).
+can be copied into any Flask app (``transport.init_app(app)``). Call it before any other
+``init_app`` that registers ``before_request`` functions which should not see plain HTTP.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from http import HTTPStatus
 
-from flask import Flask, Response, request
-from werkzeug.http import HTTP_STATUS_CODES
+from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
+# What init_app reads from app.config (and validates: nothing else checks these).
+SETTINGS = ("TRUSTED_PROXY_HOPS", "HSTS_MAX_AGE", "HSTS_PRELOAD")
 PLAIN_HTTP_ALLOWED_PATHS = frozenset({"/healthz"})
 DEFAULT_TRUSTED_PROXY_HOPS = 1
 DEFAULT_HSTS_MAX_AGE = 63_072_000
@@ -55,19 +55,34 @@ SECURITY_HEADERS: Mapping[str, str] = {
 }
 
 
+class TransportConfigError(ValueError):
+    """An unusable setting; str() is one line starting with the setting's name."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+
+
 def init_app(app: Flask) -> None:
     """Install proxy trust, HTTPS enforcement and security headers on ``app``."""
-    hops = _read_hops(app.config.get("TRUSTED_PROXY_HOPS", DEFAULT_TRUSTED_PROXY_HOPS))
+    hops = _read_int(app.config, "TRUSTED_PROXY_HOPS", DEFAULT_TRUSTED_PROXY_HOPS)
     hsts = hsts_header_value(
-        _read_int("HSTS_MAX_AGE", app.config.get("HSTS_MAX_AGE", DEFAULT_HSTS_MAX_AGE)),
-        _read_bool("HSTS_PRELOAD", app.config.get("HSTS_PRELOAD", False)),
+        _read_int(app.config, "HSTS_MAX_AGE", DEFAULT_HSTS_MAX_AGE),
+        _read_bool(app.config, "HSTS_PRELOAD", False),
     )
-    # ProxyFix runs first (outermost), so the HTTPS check sees the scheme the trusted proxy
+    # ProxyFix wraps the whole app, so the HTTPS check below sees the scheme the trusted proxy
     # reported, never one a client claimed.
-    wsgi_app: WSGIApplication = _RequireHttps(app.wsgi_app)
     if hops:
-        wsgi_app = ProxyFix(wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    app.wsgi_app = wsgi_app  # type: ignore[method-assign, assignment]
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
+
+    def require_https() -> Response | None:
+        if request.is_secure or request.path in PLAIN_HTTP_ALLOWED_PATHS:
+            return None
+        return _problem(403, "This API is only served over HTTPS.")
+
+    app.before_request(require_https)
 
     def add_transport_headers(response: Response) -> Response:
         _set_missing(response, SECURITY_HEADERS.items())
@@ -81,38 +96,26 @@ def init_app(app: Flask) -> None:
 def hsts_header_value(max_age: int, preload: bool) -> str:
     """The ``Strict-Transport-Security`` value for this policy (RFC 6797 section 6.1)."""
     if max_age < 0:
-        raise ValueError("HSTS_MAX_AGE must be zero or positive")
+        raise TransportConfigError("HSTS_MAX_AGE", "must be zero or positive")
     if preload and max_age < PRELOAD_MIN_MAX_AGE:
-        raise ValueError(f"HSTS_PRELOAD needs HSTS_MAX_AGE of at least {PRELOAD_MIN_MAX_AGE}")
+        raise TransportConfigError(
+            "HSTS_PRELOAD", f"needs HSTS_MAX_AGE of at least {PRELOAD_MIN_MAX_AGE}"
+        )
     value = f"max-age={max_age}; includeSubDomains"
     return f"{value}; preload" if preload else value
 
 
-class _RequireHttps:
-    """WSGI middleware: runs before Flask, so no view, hook or body parsing sees plain HTTP."""
-
-    def __init__(self, wsgi_app: WSGIApplication) -> None:
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("wsgi.url_scheme") == "https":
-            return self.wsgi_app(environ, start_response)
-        if environ.get("PATH_INFO", "") in PLAIN_HTTP_ALLOWED_PATHS:
-            return self.wsgi_app(environ, start_response)
-        response = _problem(403, "This API is only served over HTTPS.")
-        _set_missing(response, SECURITY_HEADERS.items())
-        return response(environ, start_response)
-
-
 def _problem(status: int, detail: str) -> Response:
-    # Built here rather than imported from the app's error handlers so this file stands alone.
+    """RFC 9457 problem+json with the request's id; built here so that this file stands alone."""
     body = {
         "type": "about:blank",
-        "title": HTTP_STATUS_CODES.get(status, "Error"),
+        "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
     }
-    return Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    if request_id := g.get("request_id"):
+        body["request_id"] = request_id
+    return Response(json.dumps(body), status, mimetype="application/problem+json")
 
 
 def _set_missing(response: Response, headers: Iterable[tuple[str, str]]) -> None:
@@ -121,23 +124,21 @@ def _set_missing(response: Response, headers: Iterable[tuple[str, str]]) -> None
         response.headers.setdefault(name, value)
 
 
-def _read_hops(value: object) -> int:
-    hops = _read_int("TRUSTED_PROXY_HOPS", value)
-    if hops < 0:
-        raise ValueError("TRUSTED_PROXY_HOPS must be zero or positive")
-    return hops
-
-
-def _read_int(name: str, value: object) -> int:
+def _read_int(config: Mapping[str, object], name: str, default: int) -> int:
+    value = config.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"{name} must be an integer")
+        raise TransportConfigError(name, "must be a whole number")
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        raise ValueError(f"{name} must be an integer") from None
+        raise TransportConfigError(name, f"must be a whole number, got {value!r}") from None
+    if number < 0:
+        raise TransportConfigError(name, f"must be zero or positive, got {number}")
+    return number
 
 
-def _read_bool(name: str, value: object) -> bool:
+def _read_bool(config: Mapping[str, object], name: str, default: bool) -> bool:
+    value = config.get(name, default)
     if isinstance(value, bool):
         return value
     word = str(value).strip().lower()
@@ -145,4 +146,6 @@ def _read_bool(name: str, value: object) -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    raise ValueError(f"{name} must be true or false")
+    raise TransportConfigError(
+        name, f"must be one of {', '.join(sorted(TRUE_WORDS | FALSE_WORDS - {''}))}"
+    )

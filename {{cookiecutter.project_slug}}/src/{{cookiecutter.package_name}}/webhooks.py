@@ -25,6 +25,9 @@ replay store is configured, the ``redis`` client. Copy this file into any Flask 
     def receive_github():
         return github_events.receive()
 
+``github_events.as_view("receive_github")`` gives the same view, marked with its ``Sender``
+(the format as data: its setting, signed headers and verifier) for API documentation.
+
 Configuration read by ``init_app`` (``app.config``):
 
 ``WEBHOOK_SECRET``            Standard Webhooks secrets ``whsec_...``; a str (space separated) or
@@ -33,10 +36,11 @@ Configuration read by ``init_app`` (``app.config``):
                               str for rotation. Unset: the GitHub receiver answers 404.
 ``STRIPE_WEBHOOK_SECRET``     Stripe endpoint secret(s) ``whsec_...``; str (space separated) or a
                               sequence. Unset: the Stripe receiver answers 404.
-``WEBHOOK_TOLERANCE_SECONDS`` accepted clock skew, past and future (default 300).
+``WEBHOOK_TOLERANCE_SECONDS`` accepted clock skew, past and future (default 300, at most 3600).
 ``WEBHOOK_REPLAY_TTL_SECONDS`` how long an accepted id is remembered (default 7 days).
 ``WEBHOOK_LEASE_SECONDS``     how long a delivery may be in processing before a retry may take it
-                              over (default 60; covers a worker that died mid-handler).
+                              over (default 60, at most 3600; covers a worker that died
+                              mid-handler).
 ``REPLAY_STORE_URL``          ``sqlite:///abs/path``, ``redis://host:port/db`` (or ``rediss://``),
                               ``memory://`` (tests, single process only). Default: a SQLite file
                               in ``app.instance_path``.
@@ -71,16 +75,18 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Final, Literal, Protocol, TypeVar
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
-from werkzeug.http import HTTP_STATUS_CODES
 
 __all__ = [
     "GITHUB",
+    "SENDERS",
+    "SETTINGS",
     "STANDARD_WEBHOOKS",
     "STRIPE",
     "ClaimResult",
@@ -89,9 +95,12 @@ __all__ = [
     "Receiver",
     "RedisReplayStore",
     "ReplayStore",
+    "Sender",
+    "SignedHeader",
     "SqliteReplayStore",
     "StoreUnavailable",
     "VerifiedDelivery",
+    "WebhookConfigError",
     "WebhookEvent",
     "WebhookRejected",
     "WebhookState",
@@ -105,10 +114,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STANDARD_WEBHOOKS: Final = "standard-webhooks"
-GITHUB: Final = "github"
-STRIPE: Final = "stripe"
-Source = Literal["standard-webhooks", "github", "stripe"]
+STANDARD_WEBHOOKS_NAME: Final = "standard-webhooks"
 
 EXTENSION_KEY = "webhooks"
 READINESS_CHECK_NAME = "webhook_replay_store"
@@ -117,12 +123,15 @@ DEFAULT_TOLERANCE_SECONDS = 300
 DEFAULT_REPLAY_TTL_SECONDS = 7 * 24 * 3600
 DEFAULT_LEASE_SECONDS = 60
 DEFAULT_SQLITE_FILENAME = "webhook-replay.sqlite3"
-
-# Ids end up in store keys and logs: visible ASCII only, bounded length.
-_DELIVERY_ID = re.compile(r"[\x21-\x7e]{1,256}")
-# Bounded so int() never sees a huge string; 15 digits reach far beyond any plausible clock.
-_UNIX_SECONDS = re.compile(r"[0-9]{1,15}")
 _WHSEC_PREFIX = "whsec_"
+
+
+class WebhookConfigError(ValueError):
+    """An unusable setting; str() is one line starting with the setting's name, never its value."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,6 +163,53 @@ class VerifiedDelivery:
     event_type: str | None = None
 
 
+@dataclass(frozen=True)
+class SignedHeader:
+    """A header a sender identifies or signs a delivery with; missing or malformed: 400."""
+
+    name: str
+    description: str
+    # The whole value must match (ids end up in store keys and logs: visible ASCII, bounded;
+    # timestamps are bounded so int() never sees a huge string). None: any non-empty value.
+    pattern: re.Pattern[str] | None = None
+
+    def read(self, headers: HeaderLookup) -> str:
+        value = headers.get(self.name)
+        if value is None or not value.strip():
+            raise WebhookRejected(400, f"missing {self.name} header")
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            raise WebhookRejected(400, f"invalid {self.name} header")
+        return value
+
+
+_VISIBLE_ID = re.compile(r"[!-~]{1,256}")
+# 15 digits reach far beyond any plausible clock.
+_UNIX_SECONDS = re.compile(r"[0-9]{1,15}")
+
+WEBHOOK_ID = SignedHeader(
+    "webhook-id", "Message id; an id already accepted is a duplicate.", _VISIBLE_ID
+)
+WEBHOOK_TIMESTAMP = SignedHeader(
+    "webhook-timestamp", "Unix time of the delivery; must be within the tolerance.", _UNIX_SECONDS
+)
+WEBHOOK_SIGNATURE = SignedHeader(
+    "webhook-signature", "Space separated `v1,<base64 HMAC-SHA256>` of id.timestamp.body."
+)
+HUB_SIGNATURE_256 = SignedHeader(
+    "X-Hub-Signature-256", "`sha256=<hex HMAC-SHA256>` of the raw body."
+)
+GITHUB_DELIVERY = SignedHeader(
+    "X-GitHub-Delivery", "Delivery id (GUID); a delivery already accepted is a duplicate.",
+    _VISIBLE_ID,
+)  # fmt: skip
+GITHUB_EVENT = SignedHeader(
+    "X-GitHub-Event", "Event type, e.g. push or ping: chooses the handlers.", _VISIBLE_ID
+)
+STRIPE_SIGNATURE = SignedHeader(
+    "Stripe-Signature", "`t=<unix time>,v1=<hex HMAC-SHA256 of t.body>`; several v1 allowed."
+)
+
+
 def verify_standard_webhook(
     headers: HeaderLookup,
     body: bytes,
@@ -163,11 +219,10 @@ def verify_standard_webhook(
     tolerance: int,
 ) -> VerifiedDelivery:
     """Verify a Standard Webhooks delivery; ``secrets`` are the decoded key bytes."""
-    msg_id = _required_header(headers, "webhook-id")
-    raw_timestamp = _required_header(headers, "webhook-timestamp")
-    signature_header = _required_header(headers, "webhook-signature")
-    _check_delivery_id(msg_id, "webhook-id")
-    timestamp = _parse_unix_seconds(raw_timestamp, "webhook-timestamp")
+    msg_id = WEBHOOK_ID.read(headers)
+    raw_timestamp = WEBHOOK_TIMESTAMP.read(headers)
+    signature_header = WEBHOOK_SIGNATURE.read(headers)
+    timestamp = int(raw_timestamp)
     _check_freshness(timestamp, now, tolerance)
     signed = msg_id.encode("ascii") + b"." + raw_timestamp.encode("ascii") + b"." + body
     candidates = [
@@ -181,11 +236,9 @@ def verify_standard_webhook(
 
 def verify_github(headers: HeaderLookup, body: bytes, secrets: Sequence[bytes]) -> VerifiedDelivery:
     """Verify a GitHub delivery (``X-Hub-Signature-256``); GitHub deliveries carry no timestamp."""
-    signature_header = _required_header(headers, "X-Hub-Signature-256")
-    delivery_id = _required_header(headers, "X-GitHub-Delivery")
-    event_type = _required_header(headers, "X-GitHub-Event")
-    _check_delivery_id(delivery_id, "X-GitHub-Delivery")
-    _check_delivery_id(event_type, "X-GitHub-Event")
+    signature_header = HUB_SIGNATURE_256.read(headers)
+    delivery_id = GITHUB_DELIVERY.read(headers)
+    event_type = GITHUB_EVENT.read(headers)
     algorithm, _, hex_digest = signature_header.strip().partition("=")
     candidates = [_hex_or_empty(hex_digest)] if algorithm == "sha256" else []
     _require_match(secrets, body, candidates)
@@ -201,7 +254,7 @@ def verify_stripe(
     tolerance: int,
 ) -> VerifiedDelivery:
     """Verify a Stripe delivery; unlike Stripe's library, future timestamps are refused too."""
-    signature_header = _required_header(headers, "Stripe-Signature")
+    signature_header = STRIPE_SIGNATURE.read(headers)
     timestamps: list[str] = []
     candidates: list[bytes] = []
     for item in signature_header.split(","):
@@ -212,28 +265,11 @@ def verify_stripe(
             candidates.append(_hex_or_empty(value))
     if len(timestamps) != 1:
         raise WebhookRejected(400, "Stripe-Signature header needs exactly one t= element")
-    timestamp = _parse_unix_seconds(timestamps[0], "Stripe-Signature t=")
-    _check_freshness(timestamp, now, tolerance)
+    if not _UNIX_SECONDS.fullmatch(timestamps[0]):
+        raise WebhookRejected(400, "invalid Stripe-Signature t= timestamp")
+    _check_freshness(int(timestamps[0]), now, tolerance)
     _require_match(secrets, timestamps[0].encode("ascii") + b"." + body, candidates)
-    return VerifiedDelivery(delivery_id=None, timestamp=timestamp)
-
-
-def _required_header(headers: HeaderLookup, name: str) -> str:
-    value = headers.get(name)
-    if value is None or not value.strip():
-        raise WebhookRejected(400, f"missing {name} header")
-    return value
-
-
-def _check_delivery_id(value: str, name: str) -> None:
-    if not _DELIVERY_ID.fullmatch(value):
-        raise WebhookRejected(400, f"invalid {name} header")
-
-
-def _parse_unix_seconds(value: str, name: str) -> int:
-    if not _UNIX_SECONDS.fullmatch(value):
-        raise WebhookRejected(400, f"invalid {name} timestamp")
-    return int(value)
+    return VerifiedDelivery(delivery_id=None, timestamp=int(timestamps[0]))
 
 
 def _check_freshness(timestamp: int, now: float, tolerance: int) -> None:
@@ -282,10 +318,117 @@ def decode_standard_secret(secret: str) -> bytes:
     try:
         key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("WEBHOOK_SECRET: a secret is not whsec_ followed by base64") from None
+        raise WebhookConfigError(
+            "WEBHOOK_SECRET", "a secret is not whsec_ followed by base64"
+        ) from None
     if len(key) < 16:
-        raise ValueError("WEBHOOK_SECRET: a secret is shorter than 16 bytes")
+        raise WebhookConfigError("WEBHOOK_SECRET", "a secret is shorter than 16 bytes")
     return key
+
+
+# ---------------------------------------------------------------------------------------------
+# Senders: what differs between webhook formats, as data read by Receiver and the API docs
+# ---------------------------------------------------------------------------------------------
+
+
+class Verifier(Protocol):
+    def __call__(
+        self,
+        headers: HeaderLookup,
+        body: bytes,
+        secrets: Sequence[bytes],
+        *,
+        now: float,
+        tolerance: int,
+    ) -> VerifiedDelivery: ...
+
+
+def _verify_github_delivery(
+    headers: HeaderLookup, body: bytes, secrets: Sequence[bytes], *, now: float, tolerance: int
+) -> VerifiedDelivery:
+    # GitHub signs no timestamp: there is no freshness to check.
+    return verify_github(headers, body, secrets)
+
+
+def _utf8(secret: str) -> bytes:
+    return secret.encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Sender:
+    """One webhook format. Adding a sender is adding one of these; nothing branches on it."""
+
+    name: str  # WebhookEvent.source, and the prefix of its replay keys
+    setting: str  # the configuration key of its secret(s); unset: its routes answer 404
+    headers: tuple[SignedHeader, ...]
+    verify: Verifier
+    # Turns one configured secret into key bytes (raising WebhookConfigError if it cannot).
+    decode_secret: Callable[[str], bytes] = _utf8
+    # Whether a str setting holds several space-separated secrets (rotation).
+    space_separated: bool = True
+    # Also deduplicate on a digest of the body, for senders whose id header is not signed.
+    dedupe_on_body: bool = False
+    # The least key length that is hard to guess (a production deployment should insist on it).
+    strong_key_bytes: int = 32
+    description: str = ""
+
+    def secrets_from(self, config: Mapping[str, Any]) -> tuple[bytes, ...]:
+        value = config.get(self.setting)
+        if not value:
+            return ()
+        if isinstance(value, str):
+            secrets = value.split() if self.space_separated else [value]
+        else:
+            secrets = [secret for secret in value if secret]
+        return tuple(self.decode_secret(secret) for secret in secrets)
+
+    def replay_keys(self, event: WebhookEvent) -> list[str]:
+        keys = [f"{self.name}:{event.delivery_id}"]
+        if self.dedupe_on_body:
+            keys.append(f"{self.name}-body:{hashlib.sha256(event.body).hexdigest()}")
+        return keys
+
+
+STANDARD_WEBHOOKS: Final = Sender(
+    name=STANDARD_WEBHOOKS_NAME,
+    setting="WEBHOOK_SECRET",
+    headers=(WEBHOOK_ID, WEBHOOK_TIMESTAMP, WEBHOOK_SIGNATURE),
+    verify=verify_standard_webhook,
+    decode_secret=decode_standard_secret,
+    # The Standard Webhooks specification: secrets of 24 to 64 random bytes.
+    strong_key_bytes=24,
+    description="Signed per Standard Webhooks with WEBHOOK_SECRET (rotation: any listed).",
+)
+GITHUB: Final = Sender(
+    name="github",
+    setting="GITHUB_WEBHOOK_SECRET",
+    headers=(HUB_SIGNATURE_256, GITHUB_DELIVERY, GITHUB_EVENT),
+    verify=_verify_github_delivery,
+    # GitHub secrets are free text and may contain spaces: a str is one secret.
+    space_separated=False,
+    # X-GitHub-Delivery is not covered by the signature and GitHub sends no timestamp: a
+    # captured delivery re-sent with a fresh id must still be a duplicate.
+    dedupe_on_body=True,
+    description="Signed by GitHub with GITHUB_WEBHOOK_SECRET; 404 while it is unset.",
+)
+STRIPE: Final = Sender(
+    name="stripe",
+    setting="STRIPE_WEBHOOK_SECRET",
+    headers=(STRIPE_SIGNATURE,),
+    verify=verify_stripe,
+    # Stripe keys the HMAC with the whole secret string, "whsec_" included.
+    description="Signed by Stripe with STRIPE_WEBHOOK_SECRET; 404 while it is unset.",
+)
+SENDERS: Final = (STANDARD_WEBHOOKS, GITHUB, STRIPE)
+
+# What init_app reads from app.config (and validates: nothing else checks these).
+SETTINGS: Final = (
+    *(sender.setting for sender in SENDERS),
+    "WEBHOOK_TOLERANCE_SECONDS",
+    "WEBHOOK_REPLAY_TTL_SECONDS",
+    "WEBHOOK_LEASE_SECONDS",
+    "REPLAY_STORE_URL",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,16 +668,20 @@ def open_replay_store(url: str | None, instance_path: str) -> ReplayStore:
     if url.startswith("sqlite://"):
         path = url.removeprefix("sqlite://")
         if not path:
-            raise ValueError("REPLAY_STORE_URL: sqlite:// needs a file path")
+            raise WebhookConfigError("REPLAY_STORE_URL", "sqlite:// needs a file path")
         return _open_sqlite(os.path.join(instance_path, path))  # absolute paths stay as they are
     if url.startswith(("redis://", "rediss://")):
         try:
             return RedisReplayStore(url)
         except ImportError:
-            raise ValueError("REPLAY_STORE_URL: a Redis store needs the redis package") from None
+            raise WebhookConfigError(
+                "REPLAY_STORE_URL", "a Redis store needs the redis package"
+            ) from None
     if url == "memory://":
         return MemoryReplayStore()
-    raise ValueError("REPLAY_STORE_URL: use sqlite:///path, redis://host:port/db or memory://")
+    raise WebhookConfigError(
+        "REPLAY_STORE_URL", "use sqlite:///path, redis://host:port/db or memory://"
+    )
 
 
 def _open_sqlite(path: str) -> SqliteReplayStore:
@@ -543,8 +690,8 @@ def _open_sqlite(path: str) -> SqliteReplayStore:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return SqliteReplayStore(path)
     except (OSError, StoreUnavailable):
-        raise ValueError(
-            f"REPLAY_STORE_URL: cannot create the SQLite replay store {path}"
+        raise WebhookConfigError(
+            "REPLAY_STORE_URL", f"cannot create the SQLite replay store {path}"
         ) from None
 
 
@@ -587,18 +734,18 @@ def init_app(
 ) -> WebhookState:
     """Read the configuration, open the replay store and register its readiness check.
 
-    Raises ValueError (naming the setting, never its value) for an unusable configuration, so a
-    misconfigured service refuses to start instead of refusing every delivery.
+    Raises WebhookConfigError (naming the setting, never its value) for an unusable
+    configuration, so a misconfigured service refuses to start instead of refusing every
+    delivery.
     """
-    tolerance = int(app.config.get("WEBHOOK_TOLERANCE_SECONDS", DEFAULT_TOLERANCE_SECONDS))
-    lease = int(app.config.get("WEBHOOK_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
-    replay_ttl = int(app.config.get("WEBHOOK_REPLAY_TTL_SECONDS", DEFAULT_REPLAY_TTL_SECONDS))
-    if tolerance <= 0 or lease <= 0:
-        raise ValueError("WEBHOOK_TOLERANCE_SECONDS and WEBHOOK_LEASE_SECONDS must be positive")
-    configured_max = app.config.get("MAX_CONTENT_LENGTH")
+    config = app.config
+    tolerance = _int_setting(config, "WEBHOOK_TOLERANCE_SECONDS", DEFAULT_TOLERANCE_SECONDS)
+    lease = _int_setting(config, "WEBHOOK_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)
+    replay_ttl = _int_setting(config, "WEBHOOK_REPLAY_TTL_SECONDS", DEFAULT_REPLAY_TTL_SECONDS)
+    configured_max = config.get("MAX_CONTENT_LENGTH")
     state = WebhookState(
-        secrets=_secrets_from_config(app.config),
-        store=store or open_replay_store(app.config.get("REPLAY_STORE_URL"), app.instance_path),
+        secrets={sender.name: sender.secrets_from(config) for sender in SENDERS},
+        store=store or open_replay_store(config.get("REPLAY_STORE_URL"), app.instance_path),
         tolerance=tolerance,
         # Ids must outlive every timestamp that could still pass the window, or a signed
         # delivery could be replayed once its id was forgotten.
@@ -616,38 +763,39 @@ def init_app(
     return state
 
 
-def _secrets_from_config(config: Mapping[str, Any]) -> dict[str, tuple[bytes, ...]]:
-    standard = _secret_list(config.get("WEBHOOK_SECRET"), split=True)
-    stripe = _secret_list(config.get("STRIPE_WEBHOOK_SECRET"), split=True)
-    # GitHub secrets are free text and may contain spaces: a str is one secret.
-    github = _secret_list(config.get("GITHUB_WEBHOOK_SECRET"), split=False)
-    return {
-        STANDARD_WEBHOOKS: tuple(decode_standard_secret(s) for s in standard),
-        GITHUB: tuple(s.encode("utf-8") for s in github),
-        # Stripe keys the HMAC with the whole secret string, "whsec_" included.
-        STRIPE: tuple(s.encode("utf-8") for s in stripe),
-    }
+# Upper bounds: a tolerance above an hour keeps captured deliveries replayable for as long; a
+# lease longer than that keeps a crashed delivery from its retries.
+_INT_SETTING_BOUNDS: Final = {
+    "WEBHOOK_TOLERANCE_SECONDS": (1, 3600),
+    "WEBHOOK_LEASE_SECONDS": (1, 3600),
+    "WEBHOOK_REPLAY_TTL_SECONDS": (1, 365 * 24 * 3600),
+}
 
 
-def _secret_list(value: str | Iterable[str] | None, *, split: bool) -> list[str]:
-    if not value:
-        return []
-    if isinstance(value, str):
-        return value.split() if split else [value]
-    return [secret for secret in value if secret]
+def _int_setting(config: Mapping[str, Any], name: str, default: int) -> int:
+    low, high = _INT_SETTING_BOUNDS[name]
+    value = config.get(name, default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise WebhookConfigError(name, f"must be a whole number, got {value!r}") from None
+    if isinstance(value, bool) or not low <= number <= high:
+        raise WebhookConfigError(name, f"must be between {low} and {high}, got {value!r}")
+    return number
 
 
 class Receiver:
-    """One webhook endpoint of one format, with handlers registered per event type.
+    """One webhook endpoint of one sender's format, with handlers registered per event type.
 
     ``@receiver.on("invoice.paid")`` registers a handler; ``@receiver.on()`` (or ``"*"``)
-    receives every event type. ``receiver.receive()`` is the whole view body.
+    receives every event type. ``receiver.receive()`` is the whole view body, and
+    ``receiver.as_view(name)`` a view function that API documentation can recognise.
     """
 
-    def __init__(self, source: Source) -> None:
-        if source not in (STANDARD_WEBHOOKS, GITHUB, STRIPE):
-            raise ValueError(f"unknown webhook source {source!r}")
-        self.source: Source = source
+    def __init__(self, sender: Sender) -> None:
+        if not isinstance(sender, Sender):
+            raise TypeError(f"Receiver needs a webhooks.Sender, got {sender!r}")
+        self.sender = sender
         self._handlers: dict[str, list[Handler]] = {}
 
     def on(self, *event_types: str) -> Callable[[H], H]:
@@ -658,6 +806,17 @@ class Receiver:
 
         return register
 
+    def as_view(self, name: str) -> Callable[[], Response]:
+        """A view function for ``add_url_rule``, marked with its sender (``webhook_sender``)."""
+
+        def view() -> Response:
+            return self.receive()
+
+        view.__name__ = view.__qualname__ = name
+        view.__doc__ = self.sender.description
+        view.webhook_sender = self.sender  # type: ignore[attr-defined]
+        return view
+
     def receive(self) -> Response:
         state: WebhookState | None = current_app.extensions.get(EXTENSION_KEY)
         if state is None:
@@ -667,18 +826,20 @@ class Receiver:
         except WebhookRejected as rejected:
             return _problem(rejected.status, rejected.detail)
         except StoreUnavailable:
-            log.error("webhook replay store unavailable; %s delivery refused", self.source)
+            log.error("webhook replay store unavailable; %s delivery refused", self.sender.name)
             return _problem(503, "replay store unavailable, retry later")
 
     def _receive(self, state: WebhookState) -> Response:
-        secrets = state.secrets[self.source]
+        secrets = state.secrets[self.sender.name]
         if not secrets:
             # Indistinguishable from a route that does not exist: nothing to probe.
             return _problem(404, "The requested URL was not found on the server.")
         body = _read_body(state.max_body)
-        verified = self._verify(state, body, secrets)
+        verified = self.sender.verify(
+            request.headers, body, secrets, now=state.clock(), tolerance=state.tolerance
+        )
         event = self._event(verified, body)
-        keys = self._replay_keys(event)
+        keys = self.sender.replay_keys(event)
         claim = _claim_all(state.store, keys, state.lease)
         if claim == "done":
             return _status_response("duplicate")
@@ -689,24 +850,12 @@ class Receiver:
         try:
             self._dispatch(event)
         except Exception:
-            log.exception("webhook handler failed for %s %s", self.source, event.delivery_id)
+            log.exception("webhook handler failed for %s %s", event.source, event.delivery_id)
             _release_quietly(state.store, keys)
             return _problem(500, "the event could not be processed, retry later")
         _complete_quietly(state.store, keys, state.replay_ttl)
-        log.info("webhook accepted: %s %s %s", self.source, event.event_type, event.delivery_id)
+        log.info("webhook accepted: %s %s %s", event.source, event.event_type, event.delivery_id)
         return _status_response("accepted")
-
-    def _verify(
-        self, state: WebhookState, body: bytes, secrets: Sequence[bytes]
-    ) -> VerifiedDelivery:
-        now = state.clock()
-        if self.source == STANDARD_WEBHOOKS:
-            return verify_standard_webhook(
-                request.headers, body, secrets, now=now, tolerance=state.tolerance
-            )
-        if self.source == GITHUB:
-            return verify_github(request.headers, body, secrets)
-        return verify_stripe(request.headers, body, secrets, now=now, tolerance=state.tolerance)
 
     def _event(self, verified: VerifiedDelivery, body: bytes) -> WebhookEvent:
         # Parsing only now, after the signature vouched for these exact bytes.
@@ -716,25 +865,17 @@ class Receiver:
             raise WebhookRejected(400, "body is not JSON") from None
         # Stripe's id lives in the signed body; the other formats' in a (checked) header.
         delivery_id = verified.delivery_id or _json_string(payload, "id") or ""
-        if not _DELIVERY_ID.fullmatch(delivery_id):
+        if not _VISIBLE_ID.fullmatch(delivery_id):
             raise WebhookRejected(400, "event has no valid id")
         event_type = verified.event_type or _json_string(payload, "type") or ""
         return WebhookEvent(
-            source=self.source,
+            source=self.sender.name,
             delivery_id=delivery_id,
             event_type=event_type,
             payload=payload,
             timestamp=verified.timestamp,
             body=body,
         )
-
-    def _replay_keys(self, event: WebhookEvent) -> list[str]:
-        keys = [f"{self.source}:{event.delivery_id}"]
-        if self.source == GITHUB:
-            # X-GitHub-Delivery is not covered by the signature and GitHub sends no timestamp:
-            # a captured delivery re-sent with a fresh id must still be a duplicate.
-            keys.append(f"{self.source}-body:{hashlib.sha256(event.body).hexdigest()}")
-        return keys
 
     def _dispatch(self, event: WebhookEvent) -> None:
         for handler in self._handlers.get(event.event_type, []) + self._handlers.get("*", []):
@@ -803,14 +944,15 @@ def _status_response(status: str) -> Response:
     )
 
 
-def _problem(status: int, detail: str) -> Response:
-    # Built here rather than with the app's error handlers so this file can be copied alone.
+def _problem(status: int, detail: str, **extensions: str) -> Response:
+    """RFC 9457 problem+json with the request's id; built here so that this file stands alone."""
     body = {
         "type": "about:blank",
-        "title": HTTP_STATUS_CODES.get(status, "Error"),
+        "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
+        **extensions,
     }
-    return current_app.response_class(
-        json.dumps(body), status=status, mimetype="application/problem+json"
-    )
+    if request_id := g.get("request_id"):
+        body["request_id"] = request_id
+    return Response(json.dumps(body), status, mimetype="application/problem+json")
