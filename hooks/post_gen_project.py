@@ -19,7 +19,7 @@ CONTEXT_JSON = r"""{{ cookiecutter | jsonify }}"""
 FILES_BY_OPTION: dict[str, dict[str, list[str]]] = {
     "ci": {
         "github": [".github"],
-        "gitlab": [".gitlab-ci.yml"],
+        "gitlab": [".gitlab-ci.yml", ".gitlab"],
         "none": [],
     },
     "tls_profile": {
