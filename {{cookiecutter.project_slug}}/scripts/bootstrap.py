@@ -227,6 +227,8 @@ def env_file_text(domain_name: str) -> str:
             f"WEBHOOK_SECRET={new_standard_webhooks_secret()}",
             f"GITHUB_WEBHOOK_SECRET={secrets.token_hex(32)}",
             f"STRIPE_WEBHOOK_SECRET=whsec_{secrets.token_urlsafe(32)}",
+            # Only docker compose reads it (its Redis, and the app's REPLAY_STORE_URL there).
+            f"REDIS_PASSWORD={secrets.token_hex(32)}",
             "",
         ]
     )

@@ -228,6 +228,18 @@ def require_nginx() -> None:
     pytest.skip(reason)
 
 
+def require_tool(name: str, package: str) -> str:
+    """The path of a tool a test runs for real: under CI=true its absence fails the test,
+    elsewhere the test skips, saying what to install."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    if found:
+        return found
+    reason = f"{name} is not installed; this test needs it (apt-get install {package})"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason + " and CI=true makes it mandatory")
+    pytest.skip(reason)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from stack import PROJECT_ROOT
+from certificates import self_signed
+from stack import PROJECT_ROOT, require_tool
 
 NGINX_DIR = PROJECT_ROOT / "deploy" / "nginx"
 TEMPLATES = sorted((NGINX_DIR / "templates").rglob("*.template"))
@@ -71,9 +72,9 @@ def test_compose_publishes_only_nginx_and_requires_settings() -> None:
     app_section = base.split("\n  app:\n")[1].split("\n  redis:\n")[0]
     assert "ports:" not in app_section
     assert "ports:" not in base.split("\n  redis:\n")[1]
-    for name in ("JWT_ISSUER", "JWT_AUDIENCE", "WEBHOOK_SECRET"):
+    for name in ("JWT_ISSUER", "JWT_AUDIENCE", "WEBHOOK_SECRET", "REDIS_PASSWORD"):
         assert "${" + name + ":?" in base
-    assert "REPLAY_STORE_URL: redis://redis:6379/0" in base
+    assert "REPLAY_STORE_URL: redis://:${REDIS_PASSWORD:?" in base
     assert ":/etc/nginx/certs:ro" in base
 
 
@@ -85,7 +86,12 @@ def test_every_template_setting_is_rendered_by_devstack_and_compose() -> None:
     assert envsubst_filter
     assert used <= set(envsubst_filter.group(1).split("|"))
     compose_environment = set(re.findall(r"^ +([A-Z_]+):", compose, re.MULTILINE))
-    derived = {"NGINX_LIMIT_REQ_RATE", "NGINX_LIMIT_REQ_OPTIONS", "NGINX_UPSTREAM_SERVERS"}
+    derived = {
+        "NGINX_LIMIT_REQ_RATE",
+        "NGINX_LIMIT_REQ_OPTIONS",
+        "NGINX_UPSTREAM_SERVERS",
+        "NGINX_OCSP_STAPLING",
+    }
     assert used - derived <= compose_environment
 
 
@@ -205,3 +211,91 @@ def test_derive_script_refuses_a_non_number() -> None:
     result = derive(RATE_LIMIT_PER_SECOND="lots")
     assert result.returncode == 1
     assert result.stderr.startswith("configuration error: RATE_LIMIT_PER_SECOND: must be a ")
+
+
+# --- OCSP stapling follows the certificate ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def busybox_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PATH of busybox applets only: the shell and tools of the nginx image (Alpine)."""
+    busybox = require_tool("busybox", "busybox")
+    applets = tmp_path_factory.mktemp("busybox")
+    subprocess.run([busybox, "--install", "-s", str(applets)], check=True)
+    return str(applets)
+
+
+def derive_ocsp(shell_path: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Source 10-derive-settings.envsh with the given shell's tools; print NGINX_OCSP_STAPLING."""
+    env = {
+        "PATH": shell_path,
+        "RATE_LIMIT_PER_SECOND": "20",
+        "RATE_LIMIT_BURST": "40",
+        "HSTS_MAX_AGE": "63072000",
+        "HTTPS_PORT": "443",
+        "UPSTREAM_SERVER": "app:8000",
+        **settings,
+    }
+    return subprocess.run(
+        ["sh", "-c", '. "$1" && printf "%s" "$NGINX_OCSP_STAPLING"', "sh",
+         str(NGINX_DIR / "10-derive-settings.envsh")],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("shell", ["sh", "busybox"])
+@pytest.mark.parametrize(
+    ("ocsp_url", "setting", "trusted", "expected"),
+    [
+        ("http://ocsp.example.test/", "auto", True, "on"),
+        (None, "auto", True, "off"),
+        ("http://ocsp.example.test/", "off", True, "off"),
+        # No issuer chain to verify responses with: off, and a warning says why.
+        ("http://ocsp.example.test/", "auto", False, "off"),
+    ],
+)
+def test_ocsp_stapling_is_on_only_for_a_certificate_with_an_ocsp_url(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    *,
+    shell: str,
+    ocsp_url: str | None,
+    setting: str,
+    trusted: bool,
+    expected: str,
+) -> None:
+    shell_path = request.getfixturevalue("busybox_path") if shell == "busybox" else "/usr/bin:/bin"
+    # A chain file like certbot's fullchain.pem: the leaf first, then its issuer.
+    leaf = self_signed(("api.example.test",), ocsp_url=ocsp_url)
+    issuer = self_signed(("issuer.example.test",))
+    cert_file = tmp_path / "fullchain.pem"
+    cert_file.write_bytes(leaf.cert_pem + issuer.cert_pem)
+    trusted_file = tmp_path / "chain.pem"
+    if trusted:
+        trusted_file.write_bytes(issuer.cert_pem)
+    result = derive_ocsp(
+        shell_path,
+        OCSP_STAPLING=setting,
+        TLS_CERT_FILE=str(cert_file),
+        TLS_TRUSTED_CERT_FILE=str(trusted_file),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
+    assert ("TLS_TRUSTED_CERT_FILE" in result.stderr) == (ocsp_url is not None and not trusted)
+
+
+def test_ocsp_url_of_a_later_certificate_in_the_chain_does_not_count(tmp_path: Path) -> None:
+    leaf = self_signed(("api.example.test",))
+    issuer = self_signed(("issuer.example.test",), ocsp_url="http://ocsp.example.test/")
+    cert_file = tmp_path / "fullchain.pem"
+    cert_file.write_bytes(leaf.cert_pem + issuer.cert_pem)
+    result = derive_ocsp(
+        "/usr/bin:/bin", TLS_CERT_FILE=str(cert_file), TLS_TRUSTED_CERT_FILE=str(cert_file)
+    )
+    assert result.stdout == "off"
+
+
+def test_derive_script_refuses_an_unknown_ocsp_setting() -> None:
+    result = derive_ocsp("/usr/bin:/bin", OCSP_STAPLING="on")
+    assert result.returncode == 1
+    assert result.stderr.startswith("configuration error: OCSP_STAPLING: must be auto or off")

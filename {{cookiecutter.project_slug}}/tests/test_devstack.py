@@ -5,14 +5,16 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from certificates import self_signed
 from {{ cookiecutter.package_name }}.settings import read_environment
-from stack import DEVSTACK, PROJECT_ROOT
+from stack import DEVSTACK, PROJECT_ROOT, require_nginx, run_devstack
 
 
 def load_devstack() -> ModuleType:
@@ -43,7 +45,7 @@ def test_defaults_follow_the_spec() -> None:
     names = stack.settings["EXTRA_SERVER_NAMES"].split()
     assert {"127.0.0.1", "[::1]"} <= set(names)
     assert stack.settings["NGINX_HTTPS_LISTEN"] == "127.0.0.1:8443"
-    assert stack.settings["OCSP_STAPLING"] == "off"
+    assert stack.settings["OCSP_STAPLING"] == "auto"
 
 
 def test_settings_come_from_the_environment() -> None:
@@ -98,3 +100,41 @@ def test_the_domain_comes_from_the_bake_answers() -> None:
     answers = json.loads((PROJECT_ROOT / ".cookiecutter.json").read_text())
     assert devstack.domain_name() == answers["domain_name"]
     assert answers["domain_name"] in devstack.load_stack({}).settings["EXTRA_SERVER_NAMES"]
+
+
+@pytest.mark.parametrize(
+    ("ocsp_url", "snippet"), [("http://ocsp.example.test/", "on"), (None, "off")]
+)
+def test_rendered_configuration_staples_only_for_a_certificate_with_an_ocsp_url(
+    tmp_path: Path, ocsp_url: str | None, snippet: str
+) -> None:
+    require_nginx()
+    cert_file, key_file = self_signed(("localhost",), ocsp_url=ocsp_url).write(tmp_path / "certs")
+    stack = devstack.load_stack(
+        {
+            "DEVSTACK_RUN_DIR": str(tmp_path / "run"),
+            "DEVSTACK_LOG_DIR": str(tmp_path / "log"),
+            "TLS_CERT_FILE": str(cert_file),
+            "TLS_KEY_FILE": str(key_file),
+            "TLS_CA_FILE": str(cert_file),
+        }
+    )
+    devstack.prepare_directories(stack)
+    devstack.render_nginx_config(stack)
+    rendered = (stack.conf_dir / "conf.d" / "default.conf").read_text()
+    assert f"include conf.d/snippets/ocsp-{snippet}.conf;" in rendered
+    # nginx accepts either configuration (stapling needs a resolver and the issuer chain).
+    devstack.test_nginx_config(devstack.find_nginx(), stack)
+
+
+def test_reload_refuses_when_nginx_is_not_running(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DEVSTACK_RUN_DIR": str(tmp_path / "run"),
+        "DEVSTACK_LOG_DIR": str(tmp_path),
+    }
+    result = run_devstack("reload", env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "devstack: nginx is not running; run `scripts/devstack up` first"
+    )

@@ -66,16 +66,19 @@ STRIPE_SECRET = "whsec_" + secrets.token_hex(24)
 HANDLER_LINE = "webhook event recorded: "
 HSTS = "max-age=63072000; includeSubDomains"
 SLOW_EVENT = "test.slow"
-# Long enough that the concurrent copies overlap the first one even on a loaded machine.
-SLOW_HANDLER_SECONDS = 2.0
+# The slow handler holds the first copy until the test has seen the others answered (so they
+# overlap it however loaded the machine is), or at most this long.
+SLOW_HANDLER_SECONDS = 20.0
 
 _SLOW_HANDLER_LAUNCHER = '''#!@PYTHON@
 """Written by tests/test_stack_webhooks.py, for tests only: gunicorn serving the app with one
-more Standard Webhooks handler, which sleeps, for the event type in STACK_TEST_SLOW_EVENT.
+more Standard Webhooks handler for the event type in STACK_TEST_SLOW_EVENT, which waits until
+the file STACK_TEST_RELEASE_FILE exists (at most STACK_TEST_SLOW_SECONDS).
 devstack runs this file as its Python interpreter (DEVSTACK_PYTHON) with "-m gunicorn ..."."""
 
 import importlib
 import os
+import pathlib
 import runpy
 import sys
 import time
@@ -86,7 +89,10 @@ events = importlib.import_module(os.environ["STACK_TEST_EVENTS_MODULE"])
 # Registered in the master, before gunicorn forks: every worker inherits it.
 @events.standard_webhooks.on(os.environ["STACK_TEST_SLOW_EVENT"])
 def slow(event):
-    time.sleep(float(os.environ["STACK_TEST_SLOW_SECONDS"]))
+    release = pathlib.Path(os.environ["STACK_TEST_RELEASE_FILE"])
+    deadline = time.monotonic() + float(os.environ["STACK_TEST_SLOW_SECONDS"])
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 if sys.argv[1:3] != ["-m", "gunicorn"]:
@@ -120,6 +126,7 @@ def slow_handler_settings(directory: Path) -> dict[str, str]:
         "STACK_TEST_EVENTS_MODULE": events.__name__,
         "STACK_TEST_SLOW_EVENT": SLOW_EVENT,
         "STACK_TEST_SLOW_SECONDS": str(SLOW_HANDLER_SECONDS),
+        "STACK_TEST_RELEASE_FILE": str(directory / "release-slow-handler"),
     }
 
 
@@ -188,10 +195,20 @@ def post(
 
 
 def deliver_concurrently(
-    stack: LiveStack, path: str, headers: Mapping[str, str], body: bytes
+    stack: LiveStack,
+    path: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    release: Path | None = None,
 ) -> list[Response]:
-    """The same delivery CONCURRENT_DELIVERIES times, each on its own TLS connection, at once."""
+    """The same delivery CONCURRENT_DELIVERIES times, each on its own TLS connection, at once.
+
+    With ``release`` (the slow handler's release file), the copy being processed is held until
+    every other copy was answered, or 15 s passed: they all overlap it, whatever the load.
+    """
     barrier = threading.Barrier(CONCURRENT_DELIVERIES)
+    if release is not None:
+        release.unlink(missing_ok=True)
 
     def one() -> Response:
         connection = open_tls(stack)
@@ -200,6 +217,13 @@ def deliver_concurrently(
 
     with concurrent.futures.ThreadPoolExecutor(CONCURRENT_DELIVERIES) as pool:
         futures = [pool.submit(one) for _ in range(CONCURRENT_DELIVERIES)]
+        if release is not None:
+            deadline = time.monotonic() + 15
+            while sum(f.done() for f in futures) < len(futures) - 1:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            release.touch()
         return [future.result(timeout=90) for future in futures]
 
 
@@ -317,8 +341,9 @@ def assert_processed_exactly_once(stack: LiveStack, msg_id: str) -> None:
     before = write_counters(workers)
     body = order_paid(msg_id, SLOW_EVENT)
 
+    release = Path(stack.env["STACK_TEST_RELEASE_FILE"])
     responses = deliver_concurrently(
-        stack, "/webhooks/events", standard_delivery(msg_id, body), body
+        stack, "/webhooks/events", standard_delivery(msg_id, body), body, release
     )
 
     answers = [(r.status, json.loads(r.body)) for r in responses]
