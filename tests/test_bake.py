@@ -46,7 +46,7 @@ UNSUPPORTED = [
 
 UNRENDERED = re.compile(r"\{\{\s*cookiecutter\.|\{%|\{#|cookiecutter\.(project|package)_")
 # The modules a user copies alone into another app are copied into the bake verbatim too.
-STANDALONE_MODULES = {"bearer.py", "redaction.py", "transport.py", "webhooks.py"}
+STANDALONE_MODULES = {"apikeys.py", "bearer.py", "redaction.py", "transport.py", "webhooks.py"}
 
 
 # Tool caches never exist in a clean clone of the template, only in a working tree.
@@ -123,16 +123,17 @@ def test_standalone_modules_are_baked_byte_for_byte(bakery: Bakery) -> None:
 @pytest.mark.parametrize("answers", SUPPORTED)
 def test_secrets_are_private_and_ignored(bakery: Bakery, answers: dict[str, str]) -> None:
     project = bakery(**answers)
-    for secret in (".env", "keys/dev_jwt_private.pem", "certs/server-key.pem"):
+    for secret in (".env", "keys/dev_jwt_private.pem", "certs/server-key.pem", "var/api-keys.json"):
         assert stat.S_IMODE((project / secret).stat().st_mode) == 0o600, secret
     git = require_tool("git")
     subprocess.run([git, "init", "-q", str(project)], check=True)
     ignored = subprocess.run(
         [git, "-C", str(project), "check-ignore", ".env", "keys/dev_jwt_private.pem",
-         "keys/dev_jwt_public.pem", "certs/server-key.pem", "certs/server.pem", "certs/ca.pem"],
+         "keys/dev_jwt_public.pem", "certs/server-key.pem", "certs/server.pem", "certs/ca.pem",
+         "var/api-keys.json"],
         capture_output=True, text=True, check=False,
     ).stdout.split()  # fmt: skip
-    assert len(ignored) == 6, ignored
+    assert len(ignored) == 7, ignored
     assert not (project / "pyproject.toml").read_text().count("whsec_")
 
 

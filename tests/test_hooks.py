@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import stat
@@ -222,6 +223,7 @@ def test_env_file_parses_and_matches_the_dev_key(tmp_path: Path) -> None:
     assert values["JWT_PUBLIC_KEY_FILE"] == "keys/dev_jwt_public.pem"
     assert values["JWT_DEV_PRIVATE_KEY_FILE"] == "keys/dev_jwt_private.pem"
     assert values["JWT_AUDIENCE"] == f"https://{DOMAIN}"
+    assert values["API_KEYS_FILE"] == "var/api-keys.json"
     secret = values["WEBHOOK_SECRET"] or ""
     assert secret.startswith("whsec_")
     assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
@@ -255,9 +257,19 @@ def test_bootstrap_keeps_existing_files_unless_forced(default_bake: Path) -> Non
 def test_bootstrap_remakes_everything_when_forced(tmp_path: Path, default_bake: Path) -> None:
     project = tmp_path / "copy"
     shutil.copytree(default_bake, project)
+    keys_issued = '{"keys": [{"id": "kept"}]}'
+    (project / "var" / "api-keys.json").write_text(keys_issued)
     made = bootstrap.bootstrap(project, force=True)
     assert len(made) == 3
     assert (project / ".env").read_text() != (default_bake / ".env").read_text()
+    # Not a secret to rotate but the keys handed out: kept, even when forced.
+    assert (project / "var" / "api-keys.json").read_text() == keys_issued
+
+
+def test_bootstrap_makes_an_empty_private_api_key_file(default_bake: Path) -> None:
+    path = default_bake / "var" / "api-keys.json"
+    assert json.loads(path.read_text()) == {"keys": []}
+    assert mode(path) == 0o600
 
 
 def test_bootstrap_reports_a_missing_openssl_clearly(

@@ -4,6 +4,8 @@
 The template's post-generation hook runs these steps at bake time; a teammate who clones the
 service runs `make bootstrap` to get their own (none of these files is ever committed).
 Existing files are kept unless --force is given, so a rerun never destroys working secrets.
+It also makes an empty API key file (var/api-keys.json, for `flask api-keys new`) when there is
+none; that one is kept even with --force, since it lists the keys already handed out.
 
 Standard library only, plus the `openssl` command (and `mkcert` when it is on PATH).
 """
@@ -34,6 +36,7 @@ LEAF_DAYS = 397
 # The fallback CA only lives long enough to sign one leaf; its key is deleted afterwards.
 CA_DAYS = 398
 PRIVATE_MODE = 0o600
+API_KEYS_FILE = "var/api-keys.json"
 
 
 class BootstrapError(RuntimeError):
@@ -224,6 +227,8 @@ def env_file_text(domain_name: str) -> str:
             "JWT_TOKEN_TYPE=at+jwt",
             f"JWT_PUBLIC_KEY_FILE=keys/{JWT_PUBLIC_FILE}",
             f"JWT_DEV_PRIVATE_KEY_FILE=keys/{JWT_PRIVATE_FILE}",
+            # Hashes of the keys `flask api-keys new` hands out; unset turns API keys off.
+            f"API_KEYS_FILE={API_KEYS_FILE}",
             f"WEBHOOK_SECRET={new_standard_webhooks_secret()}",
             f"GITHUB_WEBHOOK_SECRET={secrets.token_hex(32)}",
             f"STRIPE_WEBHOOK_SECRET=whsec_{secrets.token_urlsafe(32)}",
@@ -236,6 +241,12 @@ def env_file_text(domain_name: str) -> str:
 
 def write_env_file(path: Path, domain_name: str) -> Path:
     write_private_text(path, env_file_text(domain_name))
+    return path
+
+
+def make_api_keys_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private_text(path, '{"keys": []}\n')
     return path
 
 
@@ -270,6 +281,9 @@ def bootstrap(project: Path, force: bool = False) -> list[str]:
     if missing([project / ".env"], force):
         write_env_file(project / ".env", domain_name)
         made.append(".env with fresh secrets (APP_ENV=development)")
+    if not (project / API_KEYS_FILE).exists():
+        make_api_keys_file(project / API_KEYS_FILE)
+        made.append(f"an empty API key file ({API_KEYS_FILE}) for `flask api-keys new`")
     return made
 
 

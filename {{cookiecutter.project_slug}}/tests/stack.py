@@ -7,8 +7,9 @@ Fixtures (made available to every test module by conftest.py):
 - ``start_stack``: factory for extra, differently configured stacks (stopped at session end).
 
 A ``LiveStack`` gives URLs, an SSL context trusting only its CA, raw requests that keep
-repeated headers, the directory of its logs, and the signing key of its JWT issuer so a test
-can mint tokens (``issuer``, ``audience``, ``private_key_pem``).
+repeated headers, the directory of its logs, the signing key of its JWT issuer so a test
+can mint tokens (``issuer``, ``audience``, ``private_key_pem``), and its API key file
+(``api_keys_file``, empty at start; the running app re-reads it when it changes).
 
 nginx is required: under CI=true a missing nginx fails; elsewhere the tests skip, saying why.
 """
@@ -82,6 +83,10 @@ class LiveStack:
     @property
     def acme_webroot(self) -> Path:
         return self.run_dir / "acme"
+
+    @property
+    def api_keys_file(self) -> Path:
+        return Path(self.env["API_KEYS_FILE"])
 
     @property
     def gunicorn_log(self) -> Path:
@@ -274,12 +279,16 @@ def app_environment(state_dir: Path, private_key_pem: bytes) -> dict[str, str]:
     )
     (state_dir / "jwt_public.pem").write_bytes(public_pem)
     (state_dir / "jwt_private.pem").write_bytes(private_key_pem)
+    api_keys_file = state_dir / "api-keys.json"
+    api_keys_file.write_text('{"keys": []}\n')
+    api_keys_file.chmod(0o600)
     return {
         "APP_ENV": "development",
         "JWT_ISSUER": STACK_ISSUER,
         "JWT_AUDIENCE": STACK_AUDIENCE,
         "JWT_PUBLIC_KEY_FILE": str(state_dir / "jwt_public.pem"),
         "JWT_DEV_PRIVATE_KEY_FILE": str(state_dir / "jwt_private.pem"),
+        "API_KEYS_FILE": str(api_keys_file),
         "WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "GITHUB_WEBHOOK_SECRET": secrets.token_hex(32),
         "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(24),

@@ -236,7 +236,9 @@ def test_watcher_refuses_a_bad_interval(watcher_dir: Path) -> None:
         timeout=10,
     )
     assert result.returncode == 1
-    assert "NGINX_CERT_CHECK_SECONDS must be a positive integer, got 'soon'" in result.stderr
+    assert result.stderr.startswith(
+        "configuration error: NGINX_CERT_CHECK_SECONDS: must be a positive integer, got 'soon'"
+    )
 
 
 def test_watcher_is_posix_sh() -> None:

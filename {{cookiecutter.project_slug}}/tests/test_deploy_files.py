@@ -109,9 +109,14 @@ def test_access_log_never_records_query_strings() -> None:
     # No request header either (Referer carries other sites' query strings).
     assert "$http_" not in log_format
     assert "$request_id" in log_format
-    # The path comes from the request line, cut at the first "?".
+    # The path comes from the request line, cut at the first "?", and where an API key starts.
     assert '"path":"$log_path"' in log_format
-    assert 'map $request_uri $log_path {\n    "~^([^?]*)" $1;\n}' in text
+    assert 'map $request_uri $log_path_as_sent {\n    "~^([^?]*)" $1;\n}' in text
+    # Imported here: at the top its sort order against `stack` would depend on the name.
+    from {{ cookiecutter.package_name }} import apikeys  # noqa: PLC0415
+
+    prefix = apikeys.key_prefix(apikeys.__name__)
+    assert f'"~*^(.*?(?<![a-z0-9]){prefix}(?:_|%5f))" "$1[REDACTED]";' in text
 
 
 def test_error_log_level_never_quotes_requests() -> None:

@@ -655,11 +655,14 @@ def test_edge_config_comes_from_the_same_template_files(objects: list[Obj]) -> N
             projected[item["path"]] = data[item["key"]]
     assert projected == template_files()
 
-    entrypoint = mounts["/docker-entrypoint.d/10-derive-settings.envsh"]
-    volume = volumes[entrypoint["name"]]["configMap"]
-    assert volume["defaultMode"] & 0o111
-    data = config_maps[volume["name"]]["data"][entrypoint["subPath"]]
-    assert data == (NGINX_DIR / "10-derive-settings.envsh").read_text(encoding="utf-8")
+    # The derive script, and the watcher that reloads nginx when cert-manager renews the
+    # certificate, exactly as compose mounts them.
+    for script in ("10-derive-settings.envsh", "40-reload-on-certificate-change.sh"):
+        entrypoint = mounts[f"/docker-entrypoint.d/{script}"]
+        volume = volumes[entrypoint["name"]]["configMap"]
+        assert volume["defaultMode"] & 0o111
+        data = config_maps[volume["name"]]["data"][entrypoint["subPath"]]
+        assert data == (NGINX_DIR / script).read_text(encoding="utf-8")
 
 
 def compose_nginx_service() -> Obj:
@@ -676,7 +679,12 @@ def test_edge_settings_cover_every_template_setting(objects: list[Obj]) -> None:
         for text in template_files().values()
         for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text)
     }
-    derived = {"NGINX_LIMIT_REQ_RATE", "NGINX_LIMIT_REQ_OPTIONS", "NGINX_UPSTREAM_SERVERS"}
+    derived = {
+        "NGINX_LIMIT_REQ_RATE",
+        "NGINX_LIMIT_REQ_OPTIONS",
+        "NGINX_UPSTREAM_SERVERS",
+        "NGINX_OCSP_STAPLING",
+    }
     assert placeholders - derived <= set(env)
     # envsubst touches exactly the names compose lets it touch.
     compose_filter = compose_nginx_service()["environment"]["NGINX_ENVSUBST_FILTER"]

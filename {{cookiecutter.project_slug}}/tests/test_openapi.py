@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from flask.testing import FlaskClient
 
-from {{ cookiecutter.package_name }} import openapi, webhooks
+from {{ cookiecutter.package_name }} import apikeys, openapi, webhooks
 from {{ cookiecutter.package_name }}.commands import mint_dev_token
 
 HTTPS = {"X-Forwarded-Proto": "https"}
@@ -203,6 +204,93 @@ def test_the_security_scheme_is_a_bearer_jwt(document: dict[str, Any]) -> None:
     assert schemes == {"bearerAuth": {**schemes["bearerAuth"], "type": "http"}}
     assert schemes["bearerAuth"]["scheme"] == "bearer"
     assert schemes["bearerAuth"]["bearerFormat"] == "JWT"
+
+
+# --------------------------------------------------------------------------- API keys
+
+
+@pytest.fixture
+def keys_app(make_app: Callable[..., Flask], tmp_path: Path) -> Flask:
+    key_file = tmp_path / "api-keys.json"
+    key_file.write_text('{"keys": []}')
+    app = make_app(API_KEYS_FILE=str(key_file))
+    # Keys are issued between two requests; the app must see each at once, not within a second.
+    app.extensions["apikeys"].key_file.recheck_seconds = 0
+    return app
+
+
+def document_of(app: Flask) -> dict[str, Any]:
+    body: dict[str, Any] = app.test_client().get("/openapi.json", headers=HTTPS).get_json()
+    return body
+
+
+def issue_key(app: Flask, scopes: list[str]) -> str:
+    keys = app.extensions["apikeys"]
+    key_id, key = apikeys.new_key(keys.prefix)
+    record = apikeys.KeyRecord(
+        key_id, "openapi-test", frozenset(scopes), int(time.time()), None, apikeys.key_digest(key)
+    )
+    path = keys.key_file.path
+    apikeys.write_key_file(path, [*apikeys.read_key_file(path)[1].values(), record])
+    return key
+
+
+def test_with_api_keys_on_secured_operations_take_a_token_or_a_key(keys_app: Flask) -> None:
+    document = document_of(keys_app)
+    for rule in keys_app.url_map.iter_rules():
+        view = keys_app.view_functions[rule.endpoint]
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
+            security = operation_of(document, method, path)["security"]
+            if hasattr(view, "required_scopes"):
+                scopes = list(view.required_scopes)
+                assert security == [{"bearerAuth": scopes}, {"apiKeyAuth": scopes}], path
+            else:
+                assert security == [], path
+    scheme = document["components"]["securitySchemes"]["apiKeyAuth"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-API-Key")
+
+
+def test_the_document_with_api_keys_validates_as_openapi_3_1(keys_app: Flask) -> None:
+    schemathesis.openapi.from_dict(document_of(keys_app)).validate()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/api/v1/me"), ("GET", "/api/v1/items"), ("POST", "/api/v1/items")],
+)
+def test_the_documented_key_scopes_are_enough_and_each_one_is_needed(
+    keys_app: Flask, method: str, path: str
+) -> None:
+    (_, requirement) = operation_of(document_of(keys_app), method, path)["security"]
+    scopes: list[str] = requirement["apiKeyAuth"]
+    client = keys_app.test_client()
+    body = {"name": "probe"} if method == "POST" else None
+
+    def call(scope_list: list[str]) -> int:
+        # A key holds at least one scope: "unrelated" stands in for "none of the needed ones".
+        headers = {**HTTPS, "X-API-Key": issue_key(keys_app, scope_list or ["unrelated"])}
+        return client.open(path, method=method, headers=headers, json=body).status_code
+
+    assert call(scopes) in (200, 201)
+    for missing in scopes:
+        assert call([scope for scope in scopes if scope != missing]) == 403
+
+
+def test_a_route_that_takes_only_api_keys_lists_only_that_scheme(keys_app: Flask) -> None:
+    @keys_app.get("/keys-only")
+    @apikeys.require_scopes("reports:read")
+    def keys_only() -> dict[str, str]:
+        return {}
+
+    document = document_of(keys_app)
+    assert operation_of(document, "GET", "/keys-only")["security"] == [
+        {"apiKeyAuth": ["reports:read"]}
+    ]
+
+
+def test_with_api_keys_off_no_key_scheme_is_offered(document: dict[str, Any]) -> None:
+    assert "apiKeyAuth" not in document["components"]["securitySchemes"]
 
 
 def test_servers_are_https_only(document: dict[str, Any]) -> None:

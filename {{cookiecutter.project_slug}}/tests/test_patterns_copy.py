@@ -30,13 +30,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from {{ cookiecutter.package_name }} import bearer, redaction, transport, webhooks
+from {{ cookiecutter.package_name }} import apikeys, bearer, redaction, transport, webhooks
 
 # module -> the one third-party library it may use besides Flask/Werkzeug (None: stdlib only,
 # without even Flask, as redaction.py promises).
 STANDALONE: dict[ModuleType, set[str]] = {
     transport: {"flask", "werkzeug"},
     bearer: {"flask", "werkzeug", "jwt"},
+    # click: Flask's own CLI library, always installed with it.
+    apikeys: {"flask", "werkzeug", "click"},
     webhooks: {"flask", "werkzeug", "redis"},
     redaction: set(),
 }
@@ -108,6 +110,7 @@ def test_every_pattern_page_is_indexed_and_says_what_it_defends_and_how_to_copy(
         "https-hsts.md",
         "nginx-tls.md",
         "bearer-tokens.md",
+        "api-keys.md",
         "webhooks.md",
         "log-redaction.md",
     }
@@ -256,6 +259,85 @@ def test_bearer_copied_alone_checks_tokens_and_scopes(tmp_path: Path) -> None:
         assert seen[name][0] == 401, name
         assert 'error="invalid_token"' in seen[name][1], name
     assert seen["none"] == [401, 'Bearer realm="api"']
+
+
+# --------------------------------------------------------------------------- apikeys.py
+
+
+APIKEYS_APP = """
+import os
+
+from flask import Flask
+
+import apikeys
+
+app = Flask(__name__)
+app.config["API_KEYS_FILE"] = os.environ.get("API_KEYS_FILE")
+apikeys.init_app(app, prefix="copyservice")
+
+
+@app.get("/reports")
+@apikeys.require_scopes("reports:read")
+def reports():
+    return {"sub": apikeys.current_principal().sub}
+"""
+
+APIKEYS_CHECK = """
+import json
+
+from app import app
+
+# Each change of the key file at once (a running app sees it within a second).
+app.extensions["apikeys"].key_file.recheck_seconds = 0
+runner = app.test_cli_runner()
+made = runner.invoke(args=["api-keys", "new", "--name", "copy", "--scope", "reports:read"])
+assert made.exit_code == 0, made.output
+key = made.stdout.strip()
+other = runner.invoke(args=["api-keys", "new", "--name", "other", "--scope", "reports:write"])
+other_key = other.stdout.strip()
+client = app.test_client()
+
+
+def get(path, key=None):
+    response = client.get(path, headers={"X-API-Key": key} if key else {})
+    return [response.status_code, response.mimetype, response.headers.get("WWW-Authenticate")]
+
+
+seen = {
+    "valid": get("/reports", key) + [client.get("/reports", headers={"X-API-Key": key}).json],
+    "missing_scope": get("/reports", other_key),
+    "none": get("/reports"),
+    "in_query": get("/reports?api_key=" + key),
+    "bad_checksum": get("/reports", key[:-1] + ("0" if key[-1] != "0" else "1")),
+    "key": key,
+    "listed": runner.invoke(args=["api-keys", "list"]).output,
+}
+key_id = key.split("_")[1]
+assert runner.invoke(args=["api-keys", "revoke", key_id]).exit_code == 0
+seen["revoked"] = get("/reports", key)
+print(json.dumps(seen))
+"""
+
+
+def test_apikeys_copied_alone_issues_checks_and_revokes_keys(tmp_path: Path) -> None:
+    key_file = tmp_path / "api-keys.json"
+    key_file.write_text('{"keys": []}')
+    key_file.chmod(0o600)
+    env = {"API_KEYS_FILE": str(key_file)}
+    seen = printed(run_copied(apikeys, tmp_path, APIKEYS_APP, {"check.py": APIKEYS_CHECK}, env))
+    key = seen["key"]
+    assert key.startswith("copyservice_")
+    key_id = key.split("_")[1]
+    assert seen["valid"] == [200, "application/json", None, {"sub": f"apikey:{key_id}"}]
+    assert seen["missing_scope"][:2] == [403, "application/problem+json"]
+    challenge = 'ApiKey realm="api"'
+    assert seen["none"] == [401, "application/problem+json", challenge]
+    assert seen["in_query"][:2] == [400, "application/problem+json"]
+    assert seen["bad_checksum"] == [401, "application/problem+json", challenge]
+    assert seen["revoked"] == [401, "application/problem+json", challenge]
+    assert key_id in seen["listed"]
+    assert key not in seen["listed"]
+    assert key not in key_file.read_text()
 
 
 # --------------------------------------------------------------------------- webhooks.py

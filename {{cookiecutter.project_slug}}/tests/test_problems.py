@@ -76,6 +76,7 @@ PROBLEMS_BY_OWNER = [
     pytest.param(
         "GET", "/api/v1/items", {"Authorization": "Bearer not.a.jwt"}, 401, id="bearer-invalid"
     ),
+    pytest.param("GET", "/api/v1/items", {"X-API-Key": "x"}, 401, id="apikeys-refused"),
     pytest.param("POST", "/webhooks/events", {}, 400, id="webhook-missing-headers"),
     pytest.param("POST", "/webhooks/github", {}, 404, id="webhook-unconfigured"),
 ]

@@ -685,3 +685,49 @@ def test_a_record_that_cannot_be_scrubbed_is_blanked_not_leaked() -> None:
     assert RedactingFilter().filter(record) is True
     assert record.getMessage() == f"{MARKER} (this log record could not be scrubbed)"
     assert record.__dict__["url"] == MARKER
+
+
+# --- API keys, recognised by their prefix ----------------------------------------------------
+
+API_KEY_ID = "k3Y9xQ2aZm"
+API_KEY_SECRET = "Qm4Zr7Tn2Vb8Xc1Lp5Hs9Jd3Kf6Gw0Ye4Ua7Io2PeXXXXXX"
+API_KEY = f"myservice_{API_KEY_ID}_{API_KEY_SECRET}"
+KEPT = f"myservice_{API_KEY_ID}_{MARKER}"
+API_KEY_PLACES = {
+    "message": (f"calling with {API_KEY} now", f"calling with {KEPT} now"),
+    "path segment": (f"GET /items/{API_KEY}/x 404", f"GET /items/{KEPT}/x 404"),
+    "json value": (json.dumps({"note": API_KEY}), json.dumps({"note": KEPT})),
+    "percent-encoded underscores": (
+        f"/x/myservice%5F{API_KEY_ID}%5f{API_KEY_SECRET}",
+        f"/x/myservice%5F{API_KEY_ID}%5f{MARKER}",
+    ),
+    "after an underscore": (f"KEY_{API_KEY}", f"KEY_{KEPT}"),
+    "truncated": (f"myservice_{API_KEY_ID}_{API_KEY_SECRET[:16]}", KEPT),
+}
+
+
+@pytest.mark.parametrize("place", list(API_KEY_PLACES))
+def test_api_keys_of_a_configured_prefix_lose_their_secret(place: str) -> None:
+    text, expected = API_KEY_PLACES[place]
+    assert Redactor(key_prefixes=("myservice",)).redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        API_KEY,  # no prefix configured: not recognisable as a key
+        "myservice_config_loaded",  # too short to be a key's secret
+        f"notmyservice_{API_KEY_ID}_{API_KEY_SECRET}",  # another word that ends like the prefix
+    ],
+)
+def test_only_keys_of_the_configured_prefixes_are_redacted(text: str) -> None:
+    configured = Redactor(key_prefixes=("myservice",)) if text != API_KEY else Redactor()
+    assert configured.redact(text) == text
+
+
+def test_install_takes_key_prefixes() -> None:
+    handler = logging.StreamHandler(io.StringIO())
+    install(handler, key_prefixes=("myservice",))
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "key %s", (API_KEY,), None)
+    handler.filter(record)
+    assert record.getMessage() == f"key {KEPT}"

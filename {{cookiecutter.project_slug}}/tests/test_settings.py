@@ -269,6 +269,7 @@ class Documented:
     expected: object
     owner: str = "app"  # app, nginx, gunicorn or dev-token
     production: bool = False  # the invalid value is refused in production only
+    files: tuple[tuple[str, str], ...] = ()  # (name, text) the valid value needs, in the cwd
 
 
 def bearer_of(app: Flask) -> Any:
@@ -317,6 +318,9 @@ DOCUMENTED: dict[str, Documented] = {
     "JWT_JWKS_TIMEOUT_SECONDS": Documented("61", "2",
                                            lambda app: bearer_of(app).keys.timeout, 2),
     "JWT_VERIFIED_CACHE_SIZE": Documented("-1", "0", lambda app: bearer_of(app).cache.size, 0),
+    "API_KEYS_FILE": Documented("/nonexistent/api-keys.json", "api-keys.json",
+                                lambda app: app.extensions["apikeys"].key_file.path,
+                                Path("api-keys.json"), files=(("api-keys.json", '{"keys": []}'),)),
     "JWT_DEV_PRIVATE_KEY_FILE": Documented("/nonexistent.pem", "", lambda app: None, None,
                                            owner="dev-token"),
     "WEBHOOK_SECRET": Documented("whsec_!!!", "whsec_" + "B" * 44,
@@ -426,6 +430,8 @@ def test_valid_value_reaches_the_part_that_owns_it(
 ) -> None:
     case = DOCUMENTED[name]
     monkeypatch.chdir(tmp_path)  # relative paths (sqlite:///replay.sqlite3) land here
+    for file_name, text in case.files:
+        (tmp_path / file_name).write_text(text)
     if name in ("JWT_PUBLIC_KEY_FILE", "JWT_DEV_PRIVATE_KEY_FILE"):
         # The key files have no "other" value to read back: the key itself shows it arrived.
         dev_token = start(base_env).test_cli_runner().invoke(args=["dev-token", "--sub", "a"])

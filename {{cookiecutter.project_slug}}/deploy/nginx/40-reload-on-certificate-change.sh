@@ -18,7 +18,8 @@ interval=${NGINX_CERT_CHECK_SECONDS:-60}
 
 case "$interval" in
     '' | *[!0-9]* | 0)
-        echo "$0: NGINX_CERT_CHECK_SECONDS must be a positive integer, got '$interval'" >&2
+        echo "configuration error: NGINX_CERT_CHECK_SECONDS: must be a positive integer," \
+            "got '$interval'" >&2
         exit 1
         ;;
 esac

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, bearer, commands, events, health, home, logs, openapi, transport, webhooks
+from . import (
+    api,
+    apikeys,
+    bearer,
+    commands,
+    events,
+    health,
+    home,
+    logs,
+    openapi,
+    transport,
+    webhooks,
+)
 from .problems import register_error_handlers
 from .settings import Settings, load_settings
 
@@ -30,6 +42,8 @@ def register_extensions(app: Flask) -> None:
     # ProxyFix, HTTPS-only (except /healthz) and security headers, before any view runs.
     transport.init_app(app)
     bearer.init_app(app)
+    # Registers itself with bearer.require_scopes: the API's routes take a token or a key.
+    apikeys.init_app(app)
     webhooks.init_app(app)
 
 

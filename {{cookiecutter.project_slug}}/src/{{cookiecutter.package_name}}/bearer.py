@@ -30,6 +30,18 @@ Settings, read once from app.config by init_app():
     JWT_VERIFIED_CACHE_SIZE    verified tokens remembered, keyed by their SHA-256 (default 4096;
                                0 turns the cache off)
     APP_ENV                    "production" (the default) forbids an http JWKS URL
+
+Other credentials (API keys, ...) plug into the same decorator without this module importing
+theirs: their init_app appends an object to app.extensions["credentials"] with
+
+    present() -> bool                     the request carries this credential (in any form)
+    authenticate(needed_scopes) -> caller an object with sub, scopes and client_id when the
+                                          credential is valid and holds every needed scope,
+                                          else the complete Response refusing the request
+
+require_scopes hands a request carrying one of them to it, refuses one carrying two
+credentials (one of them and a bearer token, or two of them) with 400 invalid_request, and
+makes current_principal() answer a Principal (without claims) for the caller it got back.
 """
 
 from __future__ import annotations
@@ -60,6 +72,7 @@ from flask.typing import ResponseReturnValue
 from jwt.exceptions import InvalidSubjectError
 
 __all__ = [
+    "CREDENTIALS_KEY",
     "SETTINGS",
     "BearerConfigError",
     "Principal",
@@ -94,6 +107,8 @@ SETTINGS: Final = (
 )
 EXTENSION_KEY: Final = "bearer"
 READINESS_NAME: Final = "bearer_keys"
+# Where other modules register the credentials require_scopes accepts besides a bearer token.
+CREDENTIALS_KEY: Final = "credentials"
 
 _MAX_JWKS_BYTES: Final = 512 * 1024
 _FORM_MIMETYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
@@ -198,6 +213,15 @@ def require_scopes(
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
             verifier = _current_verifier()
+            others = _other_credentials()
+            if others:
+                outcome = _authenticate_other(others, needed)
+                if isinstance(outcome, _Rejection):
+                    return verifier.reject(outcome)
+                if isinstance(outcome, Response):
+                    return outcome
+                g.bearer_principal = outcome
+                return view(*args, **kwargs)
             try:
                 principal = verifier.authenticate()
                 # A stable name: access loggers read g.bearer_principal.sub without importing
@@ -218,7 +242,7 @@ def require_scopes(
 
 
 def current_principal() -> Principal:
-    """The principal verified for this request by @require_scopes."""
+    """The principal verified for this request by @require_scopes (token or other credential)."""
     principal = g.get("bearer_principal")
     if not isinstance(principal, Principal):
         raise RuntimeError("current_principal() is only usable inside a @require_scopes view")
@@ -231,6 +255,41 @@ def _current_verifier() -> _Verifier:
         # Fail closed: a protected view without init_app must never run unprotected.
         raise RuntimeError("bearer.init_app(app) was not called")
     return verifier
+
+
+def _other_credentials() -> list[Any]:
+    """The credentials registered in app.extensions["credentials"] that this request carries."""
+    registered = current_app.extensions.get(CREDENTIALS_KEY, ())
+    return [credential for credential in registered if credential.present()]
+
+
+def _authenticate_other(
+    others: list[Any], needed: tuple[str, ...]
+) -> Principal | Response | _Rejection:
+    # One credential per request: with two, whose identity and scopes apply would be a guess.
+    if len(others) > 1 or _bearer_token_sent():
+        return _invalid_request("Send one credential, not several (e.g. a token and an API key)")
+    caller = others[0].authenticate(needed)
+    if isinstance(caller, Response):
+        return caller  # the credential's own refusal: 400, 401 or 403 with its problem body
+    if not isinstance(caller.sub, str) or not caller.sub:
+        raise TypeError("a credential's caller needs a non-empty str sub")
+    client_id = caller.client_id
+    return Principal(
+        sub=caller.sub,
+        scopes=frozenset(caller.scopes),
+        client_id=client_id if isinstance(client_id, str) else None,
+        claims=MappingProxyType({}),
+    )
+
+
+def _bearer_token_sent() -> bool:
+    """Any attempt at a bearer token: an Authorization header, or access_token in the URL/form."""
+    if "Authorization" in request.headers:
+        return True
+    if request.query_string and "access_token" in request.args:
+        return True
+    return request.mimetype in _FORM_MIMETYPES and "access_token" in request.form
 
 
 def _check_scopes(principal: Principal, needed: tuple[str, ...]) -> None:

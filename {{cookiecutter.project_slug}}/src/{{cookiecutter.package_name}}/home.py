@@ -119,6 +119,7 @@ def _operation(
 
 
 def _access(security: list[Mapping[str, list[str]]]) -> str:
+    # The schemes are named as in the Authentication section, which says what each one is.
     if not security:
         return "open to anyone"
     requirements = []
@@ -126,7 +127,7 @@ def _access(security: list[Mapping[str, list[str]]]) -> str:
         for scheme, scopes in requirement.items():
             needed = ", ".join(f"<code>{escape(scope)}</code>" for scope in scopes)
             scope_text = f" with scope {needed}" if needed else ""
-            requirements.append(f"<code>{escape(scheme)}</code> token{scope_text}")
+            requirements.append(f"<code>{escape(scheme)}</code>{scope_text}")
     return " or ".join(requirements)
 
 

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 from flask import Flask, Response, g, has_request_context, request
 from flask.logging import default_handler
 
+from .apikeys import key_prefix
 from .redaction import RedactingFilter, Redactor
 
 # What init_app reads from app.config (and validates).
@@ -44,6 +45,9 @@ _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None)._
 }
 
 access_logger = logging.getLogger(f"{__package__ or 'app'}.access")
+# This service's API keys carry its prefix (apikeys.py): recognised wherever they turn up.
+KEY_PREFIXES = (key_prefix(__package__ or "app"),)
+REDACTOR = Redactor(key_prefixes=KEY_PREFIXES)
 
 
 def init_app(app: Flask) -> None:
@@ -81,7 +85,7 @@ def configure_logging(level: str = "INFO") -> logging.Handler:
         handler.filters.insert(0, RequestContextFilter())
     for each in root.handlers:
         if not any(isinstance(f, RedactingFilter) for f in each.filters):
-            each.addFilter(RedactingFilter())
+            each.addFilter(RedactingFilter(REDACTOR))
     return handler
 
 
@@ -136,7 +140,9 @@ class RequestContextFilter(logging.Filter):
             fields = record.__dict__
             fields.setdefault("request_id", get_request_id())
             fields.setdefault("method", request.method)
-            fields.setdefault("path", request.path)
+            # Scrubbed here too: when another handler's filter scrubbed the record first, before
+            # this field existed, the record is marked done and no filter looks at it again.
+            fields.setdefault("path", REDACTOR.redact(request.path))
             fields.setdefault("client", request.remote_addr)
             fields.setdefault("sub", _current_sub())
         return True
@@ -153,7 +159,7 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, *, trusted_proxy_hops: int = 1, redactor: Redactor | None = None) -> None:
         super().__init__()
         self.trusted_proxy_hops = trusted_proxy_hops
-        self._redacting = RedactingFilter(redactor)
+        self._redacting = RedactingFilter(redactor or REDACTOR)
 
     def format(self, record: logging.LogRecord) -> str:
         self._redacting.filter(record)
@@ -176,6 +182,10 @@ class JsonFormatter(logging.Formatter):
         for name in REQUEST_FIELDS:
             if name in fields:
                 entry[name] = fields[name]
+        if "sub" in entry and has_request_context():
+            # The caller this service verified, never a credential: redaction would take the
+            # sub of an API key, "apikey:<key id>", for an "apikey: <secret>" pair.
+            entry["sub"] = _current_sub()
         for name, value in fields.items():
             if name not in _STANDARD_ATTRIBUTES and name not in entry and name[:1] != "_":
                 entry[name] = value
@@ -268,7 +278,9 @@ def gunicorn_logconfig_dict(
         }
 
     # One redactor (one compiled pattern) shared by the filter and the formatter.
-    redactor = Redactor(extra_keys=extra_keys) if extra_keys else None
+    redactor = (
+        Redactor(extra_keys=extra_keys, key_prefixes=KEY_PREFIXES) if extra_keys else REDACTOR
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -4,9 +4,11 @@ Paths and methods come from the app's URL map (every rule, every method but HEAD
 which Flask adds on its own), so a route cannot be served without being described, nor
 described without being served. The scopes of each operation come from the attribute
 `required_scopes` that `bearer.require_scopes` puts on the view it protects: the document and
-the check read the same tuple. A webhook view made by `webhooks.Receiver.as_view` carries its
-sender (`webhook_sender`): the headers it signs, their formats and its description are read
-from that record, the one webhooks.py verifies with. What code cannot tell (the shape of
+the check read the same tuple. When API keys are on (API_KEYS_FILE), those operations list the
+`apiKey` scheme (header X-API-Key) as the alternative to a bearer token, with the same scopes.
+A webhook view made by `webhooks.Receiver.as_view` carries its sender (`webhook_sender`): the
+headers it signs, their formats and its description are read from that record, the one
+webhooks.py verifies with. What code cannot tell (the shape of
 bodies) is kept in the table below, and tests/test_openapi.py proves it matches the URL map.
 
 `servers` lists one https URL only: the scheme and host of JWT_AUDIENCE when that setting is an
@@ -28,12 +30,15 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, Response, current_app, jsonify
 from werkzeug.routing import Rule
 
+from .apikeys import HEADER as API_KEY_HEADER
+from .apikeys import ApiKeys
 from .webhooks import Sender, SignedHeader
 
 OPENAPI_VERSION: Final = "3.1.0"
 PROBLEM_JSON: Final = "application/problem+json"
 FALLBACK_SERVER_URL: Final = "https://localhost:8443"
 SECURITY_SCHEME: Final = "bearerAuth"
+API_KEY_SCHEME: Final = "apiKeyAuth"
 # Flask answers these by itself for every rule; they are not operations of the API.
 IMPLICIT_METHODS: Final = frozenset({"HEAD", "OPTIONS"})
 # nginx rate-limits these prefixes (limit_req), so only their operations can answer 429.
@@ -90,9 +95,10 @@ DESCRIBED: Final[Mapping[tuple[str, str], Described]] = {
 }
 
 ERROR_DESCRIPTIONS: Final[Mapping[int, str]] = {
-    400: "Malformed request (e.g. bad Authorization header, missing signature header, bad JSON).",
-    401: "No valid credentials: missing, invalid or expired token, or a bad signature.",
-    403: "The access token lacks a required scope (error insufficient_scope).",
+    400: "Malformed request (e.g. bad Authorization header, a token and an API key together, "
+    "a credential in the URL, missing signature header, bad JSON).",
+    401: "No valid credentials: missing, invalid or expired token or API key, or a bad signature.",
+    403: "The token or API key lacks a required scope (error insufficient_scope for tokens).",
     404: "Not found (a webhook route whose secret is not configured answers 404).",
     405: "Method not allowed on this path; the Allow header lists the methods that are.",
     409: "The same delivery is being processed by another worker; retry after Retry-After.",
@@ -123,7 +129,7 @@ def build_document(app: Flask) -> dict[str, Any]:
         "servers": [{"url": server_url(app.config), "description": "HTTPS only"}],
         "security": [],
         "paths": _paths(app),
-        "components": _components(),
+        "components": _components(app),
     }
 
 
@@ -153,6 +159,25 @@ def required_scopes(app: Flask, rule: Rule) -> tuple[str, ...] | None:
     """The scopes the view's @require_scopes checks, or None for a view without bearer auth."""
     scopes = getattr(app.view_functions[rule.endpoint], "required_scopes", None)
     return None if scopes is None else tuple(scopes)
+
+
+def security(app: Flask, rule: Rule) -> list[dict[str, list[str]]]:
+    """The alternatives (any one suffices) that authorise the operation; [] for a public one."""
+    scopes = required_scopes(app, rule)
+    if scopes is None:
+        return []
+    view = app.view_functions[rule.endpoint]
+    if getattr(view, "api_key_only", False):
+        return [{API_KEY_SCHEME: list(scopes)}]
+    requirements = [{SECURITY_SCHEME: list(scopes)}]
+    if api_keys_enabled(app):
+        requirements.append({API_KEY_SCHEME: list(scopes)})
+    return requirements
+
+
+def api_keys_enabled(app: Flask) -> bool:
+    keys = app.extensions.get("apikeys")
+    return isinstance(keys, ApiKeys) and keys.enabled
 
 
 def webhook_sender(app: Flask, rule: Rule) -> Sender | None:
@@ -192,7 +217,7 @@ def _operation(app: Flask, method: str, path: str, rule: Rule) -> dict[str, Any]
         "operationId": f"{method.lower()}_{rule.endpoint.replace('.', '_')}",
         "summary": described.summary if described else rule.endpoint,
         "tags": [rule.endpoint.partition(".")[0] if "." in rule.endpoint else "app"],
-        "security": [{SECURITY_SCHEME: list(scopes)}] if scopes is not None else [],
+        "security": security(app, rule),
     }
     parameters = _path_parameters(rule.rule)
     if sender is not None:
@@ -282,19 +307,31 @@ def _ref(kind: str, name: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- components
 
 
-def _components() -> dict[str, Any]:
+def _components(app: Flask) -> dict[str, Any]:
+    schemes: dict[str, Any] = {
+        SECURITY_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": (
+                "OAuth 2.0 access token (RFC 9068 JWT) sent as `Authorization: Bearer`. "
+                "Each operation lists the scopes it requires (`scope` or `scp` claim)."
+            ),
+        }
+    }
+    if api_keys_enabled(app):
+        schemes[API_KEY_SCHEME] = {
+            "type": "apiKey",
+            "in": "header",
+            "name": API_KEY_HEADER,
+            "description": (
+                "API key for machine clients, issued with `flask api-keys new`; the scopes an "
+                "operation lists are the ones the key must hold. Never in the URL or a form "
+                "body (400), never together with an Authorization header (400)."
+            ),
+        }
     return {
-        "securitySchemes": {
-            SECURITY_SCHEME: {
-                "type": "http",
-                "scheme": "bearer",
-                "bearerFormat": "JWT",
-                "description": (
-                    "OAuth 2.0 access token (RFC 9068 JWT) sent as `Authorization: Bearer`. "
-                    "Each operation lists the scopes it requires (`scope` or `scp` claim)."
-                ),
-            }
-        },
+        "securitySchemes": schemes,
         "schemas": _schemas(),
         "responses": _error_responses(),
     }
@@ -310,7 +347,10 @@ def _error_responses() -> dict[str, Any]:
         "Bad signature, timestamp outside the tolerance, or unknown secret."
     )
     challenge = {
-        "description": "RFC 6750 challenge: realm, and error/error_description/scope if any.",
+        "description": (
+            "RFC 6750 challenge: realm, and error/error_description/scope if any "
+            '(`ApiKey realm="api"` when an API key was refused).'
+        ),
         "schema": {"type": "string"},
     }
     responses["Unauthorized"]["headers"] = {"WWW-Authenticate": {**challenge, "required": True}}

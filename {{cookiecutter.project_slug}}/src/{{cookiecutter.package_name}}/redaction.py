@@ -20,7 +20,10 @@ What is replaced by ``[REDACTED]`` (the rest of the line stays readable):
   the last part of a longer name (``csrf_token``, ``db-password``);
 * the password in a URL (``redis://:pw@host``, ``postgres://user:pw@db/x``);
 * the body of a PEM private key block (``-----BEGIN [RSA |EC |...]PRIVATE KEY-----``), to
-  the ``-----END`` line or, when that is missing, to the end of the text.
+  the ``-----END`` line or, when that is missing, to the end of the text;
+* API keys of the ``<prefix>_<key id>_<secret>`` shape for the prefixes given as
+  ``Redactor(key_prefixes=...)`` (the prefix and key id stay, to tell which key leaked),
+  wherever they appear: a path segment, a message, a JSON value.
 
 Use::
 
@@ -30,6 +33,7 @@ Use::
     logging.basicConfig(level=logging.INFO)
     install()                       # every handler of the root logger now scrubs records
     install(my_handler, extra_keys=("ssn", "otp"))
+    install(key_prefixes=("myservice",))  # API keys myservice_<id>_<secret>
 
 Install on handlers, not on a logger: a logger's filters do not see records that propagate
 from child loggers, a handler's filters see every record it is about to write.
@@ -196,6 +200,12 @@ _PATTERN = r"""
         |github_pat_[A-Za-z0-9_]{30,})
     ))
 )
+| (?P<api_key>
+    # <prefix>_<key id>_<secret>, "_" perhaps percent-encoded; the secret goes, whatever its
+    # length beyond a few characters (a truncated key is still most of a key).
+    (?<![a-z0-9])(?:@KEY_PREFIXES@)(?:_|%5f)[a-z0-9]{1,32}(?:_|%5f)
+    (?P<api_key_value>[a-z0-9]{16,})
+)
 | (?P<standard_sig>(?<![\w-])v1a?,(?P<standard_sig_value>[a-z0-9+/]{16,}={0,2}))
 | (?P<github_sig>(?<![\w-])sha(?:1|256|512)=(?P<github_sig_value>[0-9a-f]{32,}))
 | (?P<stripe_sig>(?<![\w-])v[01]=(?P<stripe_sig_value>[0-9a-f]{32,}))
@@ -213,11 +223,14 @@ def _alternation(names: Iterable[str]) -> str:
     return "|".join(re.escape(name).replace("_", "[-_]") for name in unique) or _NOTHING
 
 
-def _compile(template: str, keys: Iterable[str], headers: Iterable[str]) -> re.Pattern[str]:
+def _compile(
+    template: str, keys: Iterable[str], headers: Iterable[str], key_prefixes: Iterable[str] = ()
+) -> re.Pattern[str]:
     keys = {key.lower().replace("-", "_") for key in keys}
     short = keys & {"key", "code"}
     parts = {
         "@HEADERS@": _alternation(headers),
+        "@KEY_PREFIXES@": "|".join(map(re.escape, key_prefixes)) or _NOTHING,
         "@PLAIN_KEYS@": _alternation(keys - short),
         "@SHORT_KEYS@": _alternation(short),
         "@SUFFIX_KEYS@": _alternation(keys & SUFFIX_KEYS),
@@ -277,14 +290,18 @@ class Redactor:
         extra_keys: Iterable[str] = (),
         headers: Iterable[str] = SENSITIVE_HEADERS,
         marker: str = MARKER,
+        key_prefixes: Iterable[str] = (),
     ) -> None:
         all_keys = (*keys, *extra_keys)
         headers = tuple(headers)
+        prefixes = tuple(prefix.lower() for prefix in key_prefixes)
         self.marker = marker
-        self._pattern = _compile(_PATTERN, all_keys, headers)
+        self._pattern = _compile(_PATTERN, all_keys, headers, prefixes)
         self._key_pattern = _compile(_KEY_PATTERN, all_keys, headers)
         # A plain literal alternation over lower-cased text: much cheaper than the full pattern.
-        self._triggers = re.compile("|".join(map(re.escape, _triggers(all_keys, headers))))
+        triggers = (*_triggers(all_keys, headers), *(f"{p}_" for p in prefixes),
+                    *(f"{p}%5f" for p in prefixes))  # fmt: skip
+        self._triggers = re.compile("|".join(map(re.escape, triggers)))
         # The same few field and header names come back on every line; bounded, since header
         # names are chosen by clients.
         self._key_is_sensitive = functools.lru_cache(maxsize=1024)(self._match_key)
@@ -526,13 +543,16 @@ def install(
     target: logging.Logger | logging.Handler | None = None,
     *,
     extra_keys: Iterable[str] = (),
+    key_prefixes: Iterable[str] = (),
 ) -> RedactingFilter:
     """Add one RedactingFilter to a handler, or to every current handler of a logger.
 
     target defaults to the root logger. Handlers added later are not covered: call install
     again after configuring them. Returns the filter (add it to other handlers at will).
     """
-    redacting = RedactingFilter(extra_keys=extra_keys)
+    key_prefixes = tuple(key_prefixes)
+    redactor = Redactor(extra_keys=extra_keys, key_prefixes=key_prefixes) if key_prefixes else None
+    redacting = RedactingFilter(redactor, extra_keys=extra_keys)
     if target is None:
         target = logging.getLogger()
     handlers = [target] if isinstance(target, logging.Handler) else target.handlers

@@ -19,13 +19,14 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from . import bearer, commands, logs, transport, webhooks
+from . import apikeys, bearer, commands, logs, transport, webhooks
 
 ENVIRONMENTS = ("production", "development", "test")
 MAX_BODY_BYTES = 1024 * 1024
 # Every setting a module reads from app.config, declared by the module that validates it.
 MODULE_SETTINGS: tuple[str, ...] = (
     *bearer.SETTINGS,
+    *apikeys.SETTINGS,
     *webhooks.SETTINGS,
     *transport.SETTINGS,
     *logs.SETTINGS,

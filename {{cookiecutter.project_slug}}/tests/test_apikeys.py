@@ -1,0 +1,756 @@
+"""API keys (apikeys.py): format, every refusal, the key file and its reloads, the commands.
+
+The API routes take a token or a key through bearer.require_scopes; these tests call them with
+keys on an app built from the service's own settings, with a key file of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import logging
+import math
+import os
+import re
+import stat
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import given
+from hypothesis import strategies as st
+
+from {{ cookiecutter.package_name }} import apikeys, create_app, logs
+from {{ cookiecutter.package_name }}.apikeys import (
+    BASE62,
+    ApiKeys,
+    ApiKeysConfigError,
+    KeyRecord,
+    key_digest,
+    new_key,
+    read_key_file,
+    write_key_file,
+)
+from {{ cookiecutter.package_name }}.commands import mint_dev_token
+from {{ cookiecutter.package_name }}.redaction import RedactingFilter
+from {{ cookiecutter.package_name }}.settings import load_settings
+
+PACKAGE = apikeys.__name__.partition(".")[0]
+PREFIX = apikeys.key_prefix(PACKAGE)
+HTTPS = {"X-Forwarded-Proto": "https"}
+EMPTY_FILE = '{"keys": []}\n'
+
+
+@dataclass(frozen=True)
+class Issued:
+    key_id: str
+    key: str
+
+
+class KeyFileFixture:
+    """The test's API_KEYS_FILE, written the way `api-keys new` writes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.write_text(EMPTY_FILE)
+        path.chmod(0o600)
+
+    def records(self) -> dict[str, KeyRecord]:
+        return dict(read_key_file(self.path)[1])
+
+    def issue(
+        self,
+        scopes: str = "items:read",
+        *,
+        name: str = "test-client",
+        expires_in: int | None = 3600,
+    ) -> Issued:
+        key_id, key = new_key(PREFIX)
+        now = int(time.time())
+        expires = None if expires_in is None else now + expires_in
+        record = KeyRecord(key_id, name, frozenset(scopes.split()), now, expires, key_digest(key))
+        write_key_file(self.path, [*self.records().values(), record])
+        return Issued(key_id, key)
+
+    def revoke(self, key_id: str) -> None:
+        write_key_file(self.path, [r for r in self.records().values() if r.key_id != key_id])
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> KeyFileFixture:
+    return KeyFileFixture(tmp_path / "api-keys.json")
+
+
+def sees_every_change(app: Flask) -> Flask:
+    # Workers look at the file once a second; these tests change it between two requests.
+    app.extensions["apikeys"].key_file.recheck_seconds = 0
+    return app
+
+
+@pytest.fixture
+def keys_app(make_app: Callable[..., Flask], key_file: KeyFileFixture) -> Flask:
+    return sees_every_change(make_app(API_KEYS_FILE=str(key_file.path)))
+
+
+@pytest.fixture
+def keys_client(keys_app: Flask) -> FlaskClient:
+    client = keys_app.test_client()
+    client.environ_base.update({"HTTP_X_FORWARDED_PROTO": "https", "REMOTE_ADDR": "127.0.0.1"})
+    return client
+
+
+def with_key(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+def problem_of(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body: dict[str, Any] = response.get_json(force=True)
+    assert body["status"] == status
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    return body
+
+
+# --------------------------------------------------------------------------- the format
+
+
+def test_the_secret_has_at_least_256_bits() -> None:
+    assert apikeys.SECRET_LENGTH * math.log2(62) >= 256
+    assert 62**apikeys.CHECKSUM_LENGTH > 2**32
+
+
+def test_the_checksum_is_crc32_in_base62() -> None:
+    value, digits = zlib.crc32(b"abc"), ""
+    while value:
+        value, digit = divmod(value, 62)
+        digits = BASE62[digit] + digits
+    assert apikeys.checksum("abc") == digits.rjust(6, "0")
+
+
+@given(prefix=st.from_regex(r"[a-z]{1,24}", fullmatch=True))
+def test_new_keys_have_the_documented_shape(prefix: str) -> None:
+    key_id, key = new_key(prefix)
+    match = re.fullmatch(
+        prefix + r"_(?P<id>[0-9A-Za-z]{10})_(?P<secret>[0-9A-Za-z]{43})(?P<sum>[0-9A-Za-z]{6})",
+        key,
+    )
+    assert match is not None
+    assert match["id"] == key_id
+    assert match["sum"] == apikeys.checksum(key[:-6])
+    assert ApiKeys(prefix, None).key_id_of(key) == key_id
+
+
+@given(
+    prefix=st.from_regex(r"[a-z]{1,12}", fullmatch=True),
+    data=st.data(),
+)
+def test_any_one_changed_character_is_refused_without_a_lookup(
+    prefix: str, data: st.DataObject
+) -> None:
+    _, key = new_key(prefix)
+    position = data.draw(st.integers(0, len(key) - 1))
+    replacement = data.draw(st.characters(codec="utf-8").filter(lambda c: c != key[position]))
+    changed = key[:position] + replacement + key[position + 1 :]
+    # No key file at all: a lookup would have nothing to find, so only the format can refuse.
+    with pytest.raises(apikeys._Refusal) as refused:
+        ApiKeys(prefix, None).key_id_of(changed)
+    assert refused.value.status == 401
+    assert refused.value.detail == "The API key is malformed"
+
+
+@given(prefix=st.from_regex(r"[a-z]{1,12}", fullmatch=True), cut=st.integers(1, 60))
+def test_a_truncated_key_is_malformed(prefix: str, cut: int) -> None:
+    _, key = new_key(prefix)
+    with pytest.raises(apikeys._Refusal):
+        ApiKeys(prefix, None).key_id_of(key[:-cut])
+
+
+def test_two_keys_never_share_a_secret() -> None:
+    keys = {new_key(PREFIX)[1].rsplit("_", 1)[1] for _ in range(200)}
+    assert len(keys) == 200
+
+
+# --------------------------------------------------------------------------- accepted
+
+
+def test_a_key_reads_and_its_caller_is_apikey_and_its_id(
+    keys_client: FlaskClient, key_file: KeyFileFixture
+) -> None:
+    issued = key_file.issue("items:read", name="nightly-export")
+    assert keys_client.get("/api/v1/items", headers=with_key(issued.key)).status_code == 200
+    me = keys_client.get("/api/v1/me", headers=with_key(issued.key))
+    assert me.get_json() == {
+        "sub": f"apikey:{issued.key_id}",
+        "scopes": ["items:read"],
+        "client_id": "nightly-export",
+    }
+
+
+def test_a_key_with_the_write_scope_creates_items(
+    keys_client: FlaskClient, key_file: KeyFileFixture
+) -> None:
+    issued = key_file.issue("items:write")
+    created = keys_client.post("/api/v1/items", headers=with_key(issued.key), json={"name": "x"})
+    assert created.status_code == 201
+    assert created.get_json()["created_by"] == f"apikey:{issued.key_id}"
+
+
+def test_tokens_still_work_on_an_app_with_api_keys(
+    keys_app: Flask, keys_client: FlaskClient, signing_keys: Any
+) -> None:
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    private_key = serialization.load_pem_private_key(signing_keys.private_pem, password=None)
+    token = mint_dev_token(
+        private_key,
+        issuer=keys_app.config["JWT_ISSUER"],
+        audience=keys_app.config["JWT_AUDIENCE"],
+        sub="alice",
+        scope="items:read",
+        ttl=60,
+    )
+    answer = keys_client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert answer.get_json()["sub"] == "alice"
+
+
+# --------------------------------------------------------------------------- refused
+
+
+@dataclass(frozen=True)
+class Refused:
+    """One way to get a key wrong: how the request is made, and the answer it must get."""
+
+    request: Callable[[FlaskClient, KeyFileFixture], Any]
+    status: int
+    detail: str
+
+
+def get_items(client: FlaskClient, key: str) -> Any:
+    return client.get("/api/v1/items", headers=with_key(key))
+
+
+def other_prefix_key(_: KeyFileFixture) -> str:
+    return new_key("otherservice")[1]
+
+
+def bad_checksum(keys: KeyFileFixture) -> str:
+    key = keys.issue().key
+    last = key[-1]
+    return key[:-1] + ("A" if last != "A" else "B")
+
+
+def unknown_id(_: KeyFileFixture) -> str:
+    return new_key(PREFIX)[1]
+
+
+def wrong_secret(keys: KeyFileFixture) -> str:
+    # Well formed, checksum right, the id of a real key: only the hash comparison can refuse.
+    return new_key(PREFIX, key_id=keys.issue().key_id)[1]
+
+
+def expired(keys: KeyFileFixture) -> str:
+    return keys.issue(expires_in=-1).key
+
+
+def revoked(keys: KeyFileFixture) -> str:
+    issued = keys.issue()
+    keys.revoke(issued.key_id)
+    return issued.key
+
+
+MALFORMED = "The API key is malformed"
+NOT_VALID = "The API key is not valid"
+IN_URL = "API keys are not accepted in the query string or form body: use X-API-Key"
+REFUSED: dict[str, Refused] = {
+    "empty": Refused(lambda c, k: get_items(c, ""), 401, MALFORMED),
+    "garbage": Refused(lambda c, k: get_items(c, "let-me-in"), 401, MALFORMED),
+    "not-ascii": Refused(lambda c, k: get_items(c, k.issue().key[:-1] + "é"), 401, MALFORMED),
+    "too-long": Refused(lambda c, k: get_items(c, k.issue().key + "a" * 300), 401, MALFORMED),
+    "another-prefix": Refused(lambda c, k: get_items(c, other_prefix_key(k)), 401, MALFORMED),
+    "bad-checksum": Refused(lambda c, k: get_items(c, bad_checksum(k)), 401, MALFORMED),
+    "unknown-id": Refused(lambda c, k: get_items(c, unknown_id(k)), 401, NOT_VALID),
+    "wrong-secret": Refused(lambda c, k: get_items(c, wrong_secret(k)), 401, NOT_VALID),
+    "expired": Refused(lambda c, k: get_items(c, expired(k)), 401, "The API key expired"),
+    "revoked": Refused(lambda c, k: get_items(c, revoked(k)), 401, NOT_VALID),
+    "missing-scope": Refused(
+        lambda c, k: c.post("/api/v1/items", headers=with_key(k.issue("items:read").key),
+                            json={"name": "x"}),
+        403, "The API key lacks a required scope",
+    ),
+    "key-in-query": Refused(
+        lambda c, k: c.get(f"/api/v1/items?api_key={k.issue().key}"), 400, IN_URL
+    ),
+    "key-in-any-parameter": Refused(
+        lambda c, k: c.get(f"/api/v1/items?q={k.issue().key}"), 400, IN_URL
+    ),
+    "api-key-parameter-name": Refused(lambda c, k: c.get("/api/v1/items?apikey=x"), 400, IN_URL),
+    "key-in-query-and-header": Refused(
+        lambda c, k: c.get(f"/api/v1/me?x={(key := k.issue().key)}", headers=with_key(key)),
+        400, IN_URL,
+    ),
+    "key-in-form": Refused(
+        lambda c, k: c.post("/api/v1/items", data={"note": k.issue("items:write").key}),
+        400, IN_URL,
+    ),
+    "two-key-headers": Refused(
+        lambda c, k: get_items(c, f"{k.issue().key},{k.issue().key}"), 400,
+        "Send exactly one X-API-Key header",
+    ),
+    "key-and-token": Refused(
+        lambda c, k: c.get("/api/v1/items", headers={**with_key(k.issue().key),
+                                                     "Authorization": "Bearer x.y.z"}),
+        400, "Send one credential, not several (e.g. a token and an API key)",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_every_wrong_key_is_refused(
+    keys_client: FlaskClient, key_file: KeyFileFixture, case: str
+) -> None:
+    refused = REFUSED[case]
+    response = refused.request(keys_client, key_file)
+    body = problem_of(response, refused.status)
+    assert body["detail"] == refused.detail
+    if refused.status == 401:
+        assert response.headers["WWW-Authenticate"] == 'ApiKey realm="api"'
+    text = response.get_data(as_text=True)
+    assert PREFIX + "_" not in text, "a key was echoed back"
+
+
+def test_the_missing_scope_is_named(keys_client: FlaskClient, key_file: KeyFileFixture) -> None:
+    key = key_file.issue("items:read").key
+    response = keys_client.post("/api/v1/items", headers=with_key(key), json={"name": "x"})
+    assert problem_of(response, 403)["scope"] == "items:write"
+
+
+def test_with_api_keys_off_a_key_is_refused_not_ignored(client: FlaskClient) -> None:
+    response = client.get("/api/v1/me", headers=with_key(new_key(PREFIX)[1]))
+    body = problem_of(response, 401)
+    assert body["detail"] == "API keys are not accepted by this service"
+    assert response.headers["WWW-Authenticate"] == 'ApiKey realm="api"'
+
+
+def test_with_api_keys_off_a_key_in_the_url_is_still_refused(client: FlaskClient) -> None:
+    response = client.get(f"/api/v1/items?api_key={new_key(PREFIX)[1]}")
+    assert problem_of(response, 400)["detail"] == IN_URL
+
+
+def test_a_malformed_key_is_refused_before_any_lookup(
+    keys_app: Flask, keys_client: FlaskClient, key_file: KeyFileFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    keys = keys_app.extensions["apikeys"]
+    lookups: list[str] = []
+    real_records = keys.key_file.records
+
+    def counted_records() -> Any:
+        lookups.append("x")
+        return real_records()
+
+    monkeypatch.setattr(keys.key_file, "records", counted_records)
+    assert get_items(keys_client, bad_checksum(key_file)).status_code == 401
+    assert lookups == []
+    assert get_items(keys_client, unknown_id(key_file)).status_code == 401
+    assert lookups == ["x"]
+
+
+def test_hashes_are_compared_in_constant_time(
+    keys_client: FlaskClient, key_file: KeyFileFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(f"{apikeys.__name__}.hmac.compare_digest", spy)
+    # The unknown id is compared too (against a dummy), so both cost the same.
+    for key in (wrong_secret(key_file), unknown_id(key_file), key_file.issue().key):
+        get_items(keys_client, key)
+    assert len(compared) == 3
+    assert all(len(a) == len(b) == 32 for a, b in compared)
+
+
+# --------------------------------------------------------------------------- the key file
+
+
+def test_only_hashes_are_stored(key_file: KeyFileFixture) -> None:
+    issued = key_file.issue()
+    text = key_file.path.read_text()
+    secret = issued.key.rsplit("_", 1)[1]
+    assert issued.key not in text
+    assert secret[:20] not in text
+    (record,) = json.loads(text)["keys"]
+    assert record["sha256"] == hashlib.sha256(issued.key.encode()).hexdigest()
+    assert set(record) == {"id", "name", "scopes", "created", "expires", "sha256"}
+
+
+def test_a_revocation_takes_effect_without_a_restart(
+    keys_client: FlaskClient, key_file: KeyFileFixture
+) -> None:
+    issued = key_file.issue()
+    assert get_items(keys_client, issued.key).status_code == 200
+    key_file.revoke(issued.key_id)
+    assert get_items(keys_client, issued.key).status_code == 401
+    newcomer = key_file.issue()
+    assert get_items(keys_client, newcomer.key).status_code == 200
+
+
+def test_each_worker_looks_at_the_file_once_a_second_and_a_revocation_lands_within_it(
+    make_app: Callable[..., Flask], key_file: KeyFileFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(API_KEYS_FILE=str(key_file.path))
+    assert app.extensions["apikeys"].key_file.recheck_seconds == 1.0
+    client = app.test_client()
+    client.environ_base.update({"HTTP_X_FORWARDED_PROTO": "https"})
+    issued = key_file.issue()
+
+    def status_within(seconds: float, wanted: int) -> float:
+        started = time.monotonic()
+        while get_items(client, issued.key).status_code != wanted:
+            assert time.monotonic() - started < seconds, f"still not {wanted}"
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    status_within(1.5, 200)
+    stats: list[object] = []
+    real_stat = os.stat
+
+    def counted_stat(*args: Any, **kwargs: Any) -> os.stat_result:
+        stats.append(args)
+        return real_stat(*args, **kwargs)
+
+    monkeypatch.setattr(f"{apikeys.__name__}.os.stat", counted_stat)
+    key_file.revoke(issued.key_id)
+    took = status_within(1.5, 401)
+    # A request every 50 ms until then: one stat per second, not one per request.
+    assert len(stats) <= 2, f"{len(stats)} stat calls in {took:.2f} s"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.write_text("{not json"),
+        lambda path: path.write_text('{"keys": [{"id": "x"}]}'),
+        lambda path: path.unlink(),
+        lambda path: path.chmod(0o666),
+    ],
+    ids=["not-json", "bad-record", "deleted", "world-writable"],
+)
+def test_a_broken_file_keeps_the_last_good_keys_and_says_so_once(
+    keys_client: FlaskClient,
+    key_file: KeyFileFixture,
+    caplog: pytest.LogCaptureFixture,
+    damage: Callable[[Path], object],
+) -> None:
+    issued = key_file.issue()
+    assert get_items(keys_client, issued.key).status_code == 200
+    damage(key_file.path)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=apikeys.__name__):
+        for _ in range(3):
+            # Never "no keys, so everything goes": an unknown key stays refused.
+            assert get_items(keys_client, issued.key).status_code == 200
+            assert get_items(keys_client, unknown_id(key_file)).status_code == 401
+    reports = [r for r in caplog.records if r.name == apikeys.__name__ and "keeping" in r.message]
+    assert len(reports) == 1
+    assert reports[0].levelno == logging.ERROR
+    assert "API_KEYS_FILE" in reports[0].getMessage()
+    # Repaired: the file is read again, and a revocation in it counts.
+    key_file.path.unlink(missing_ok=True)
+    key_file.path.write_text(EMPTY_FILE)
+    key_file.path.chmod(0o600)
+    assert get_items(keys_client, issued.key).status_code == 401
+
+
+def record_json(**changes: Any) -> str:
+    record = {
+        "id": "abc123",
+        "name": "client",
+        "scopes": ["items:read"],
+        "created": "2030-01-01T00:00:00Z",
+        "expires": None,
+        "sha256": "0" * 64,
+        **changes,
+    }
+    return json.dumps({"keys": [{k: v for k, v in record.items() if v is not ...}]})
+
+
+UNUSABLE_FILES: dict[str, tuple[str | None, str]] = {
+    "missing": (None, "cannot read"),
+    "empty": ("", "not valid JSON"),
+    "not-json": ("{", "not valid JSON"),
+    "deeply-nested": ("[" * 100_000, "not valid JSON"),
+    "a-list": ("[]", '{"keys": [...]}'),
+    "other-members": ('{"keys": [], "extra": 1}', '{"keys": [...]}'),
+    "keys-not-a-list": ('{"keys": {}}', '"keys" must be a list'),
+    "missing-field": (record_json(expires=...), "must have exactly"),
+    "misspelt-field": (record_json(expires=..., expiry=None), "must have exactly"),
+    "bad-id": (record_json(id="a_b"), "id must be"),
+    "bad-name": (record_json(name="two words"), "name must be"),
+    "scope-with-quote": (record_json(scopes=['items"read']), "scopes must be"),
+    "scopes-a-string": (record_json(scopes="items:read"), "scopes must be"),
+    "short-hash": (record_json(sha256="ab"), "sha256 must be"),
+    "naive-time": (record_json(created="2030-01-01T00:00:00"), "created must be"),
+    "expires-a-number": (record_json(expires=1_900_000_000), "expires must be"),
+    "duplicate-id": (
+        json.dumps({"keys": [json.loads(record_json())["keys"][0]] * 2}), "repeats the id"
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE_FILES))
+def test_an_unusable_key_file_stops_start_up_naming_the_setting(
+    make_app: Callable[..., Flask], tmp_path: Path, case: str
+) -> None:
+    text, problem = UNUSABLE_FILES[case]
+    path = tmp_path / "keys.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ApiKeysConfigError, match=r"^API_KEYS_FILE: ") as refused:
+        make_app(API_KEYS_FILE=str(path))
+    assert problem in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("kind", ["directory", "world-writable"])
+def test_a_key_file_that_is_no_file_or_writable_by_all_stops_start_up(
+    make_app: Callable[..., Flask], tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "keys.json"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.write_text(EMPTY_FILE)
+        path.chmod(0o646)
+    with pytest.raises(ApiKeysConfigError, match=r"^API_KEYS_FILE: "):
+        make_app(API_KEYS_FILE=str(path))
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def cli(app: Flask, *arguments: str) -> Result:
+    return app.test_cli_runner().invoke(args=["api-keys", *arguments])
+
+
+def file_state(path: Path) -> tuple[bytes, int]:
+    return path.read_bytes(), path.stat().st_ino
+
+
+def test_new_prints_the_key_once_and_only_its_hash_is_kept(
+    keys_app: Flask, keys_client: FlaskClient, key_file: KeyFileFixture
+) -> None:
+    made = cli(keys_app, "new", "--name", "nightly-export", "--scope", "items:read  items:write")
+    assert made.exit_code == 0, made.output
+    key = made.stdout.strip()
+    assert made.stdout == key + "\n"
+    assert "shown only this once" in made.stderr
+    (record,) = key_file.records().values()
+    assert record.sha256 == key_digest(key)
+    assert record.scopes == {"items:read", "items:write"}
+    assert key not in key_file.path.read_text()
+    assert stat.S_IMODE(key_file.path.stat().st_mode) == 0o600
+    assert get_items(keys_client, key).status_code == 200
+    listed = cli(keys_app, "list")
+    assert key not in listed.output
+    assert record.sha256.hex() not in listed.output
+    assert record.key_id in listed.output
+    assert "nightly-export" in listed.output
+    assert "items:read items:write" in listed.output
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "seconds"),
+    [("30s", 30), ("15m", 900), ("2h", 7200), ("90d", 90 * 86400), ("never", None)],
+)
+def test_new_takes_lifetimes_in_seconds_minutes_hours_and_days(
+    keys_app: Flask, key_file: KeyFileFixture, expires_in: str, seconds: int | None
+) -> None:
+    made = cli(keys_app, "new", "--name", "c", "--scope", "x", "--expires-in", expires_in)
+    assert made.exit_code == 0, made.output
+    (record,) = key_file.records().values()
+    if seconds is None:
+        assert record.expires is None
+    else:
+        assert record.expires is not None
+        assert abs(record.expires - record.created - seconds) <= 1
+
+
+def test_new_keys_expire_after_90_days_unless_told(
+    keys_app: Flask, key_file: KeyFileFixture
+) -> None:
+    assert cli(keys_app, "new", "--name", "c", "--scope", "x").exit_code == 0
+    (record,) = key_file.records().values()
+    assert record.expires == record.created + 90 * 86400
+
+
+BAD_NEW = {
+    "name-with-space": ["--name", "two words", "--scope", "x"],
+    "name-empty": ["--name", "", "--scope", "x"],
+    "no-scope": ["--name", "c", "--scope", "  "],
+    "scope-with-quote": ["--name", "c", "--scope", 'a"b'],
+    "zero-lifetime": ["--name", "c", "--scope", "x", "--expires-in", "0d"],
+    "years": ["--name", "c", "--scope", "x", "--expires-in", "5y"],
+    "too-long": ["--name", "c", "--scope", "x", "--expires-in", "3651d"],
+    "negative": ["--name", "c", "--scope", "x", "--expires-in", "-1d"],
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_NEW))
+def test_bad_input_to_new_changes_nothing(
+    keys_app: Flask, key_file: KeyFileFixture, case: str
+) -> None:
+    key_file.issue()
+    before = file_state(key_file.path)
+    made = cli(keys_app, "new", *BAD_NEW[case])
+    assert made.exit_code == 2, made.output
+    assert "Error" in made.output
+    assert PREFIX + "_" not in made.output
+    assert file_state(key_file.path) == before
+
+
+def test_new_refuses_to_touch_a_malformed_file(keys_app: Flask, key_file: KeyFileFixture) -> None:
+    key_file.path.write_text('{"keys": [{"id": 1}]}')
+    before = file_state(key_file.path)
+    made = cli(keys_app, "new", "--name", "c", "--scope", "x")
+    assert made.exit_code == 1
+    assert "API_KEYS_FILE" in made.output
+    assert "nothing changed" in made.output
+    assert made.stdout == ""
+    assert file_state(key_file.path) == before
+
+
+def test_a_failed_write_leaves_the_file_and_no_temporary_behind(
+    keys_app: Flask, key_file: KeyFileFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_file.issue()
+    before = file_state(key_file.path)
+
+    def full_disk(source: str, target: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(f"{apikeys.__name__}.os.replace", full_disk)
+    made = cli(keys_app, "new", "--name", "c", "--scope", "x")
+    assert made.exit_code == 1
+    assert "No space left on device" in made.output
+    assert made.stdout == ""  # no key printed for a record that was never written
+    assert file_state(key_file.path) == before
+    assert sorted(p.name for p in key_file.path.parent.iterdir()) == [key_file.path.name]
+
+
+def test_revoke_removes_the_record_and_the_key_stops_working(
+    keys_app: Flask, keys_client: FlaskClient, key_file: KeyFileFixture
+) -> None:
+    kept, gone = key_file.issue(), key_file.issue()
+    revoked_now = cli(keys_app, "revoke", gone.key_id)
+    assert revoked_now.exit_code == 0, revoked_now.output
+    assert set(key_file.records()) == {kept.key_id}
+    assert get_items(keys_client, gone.key).status_code == 401
+    assert get_items(keys_client, kept.key).status_code == 200
+    assert sorted(p.name for p in key_file.path.parent.iterdir()) == [key_file.path.name]
+
+
+def test_revoking_an_unknown_id_changes_nothing(keys_app: Flask, key_file: KeyFileFixture) -> None:
+    key_file.issue()
+    before = file_state(key_file.path)
+    revoked_now = cli(keys_app, "revoke", "nosuchid")
+    assert revoked_now.exit_code == 1
+    assert "no key with id" in revoked_now.output
+    assert file_state(key_file.path) == before
+
+
+def test_list_marks_expired_keys(keys_app: Flask, key_file: KeyFileFixture) -> None:
+    key_file.issue(expires_in=-5, name="lapsed")
+    key_file.issue(expires_in=None, name="forever")
+    header, *rows = cli(keys_app, "list").output.splitlines()
+    assert header.split() == ["ID", "NAME", "SCOPES", "CREATED", "EXPIRES"]
+    by_name = {row.split()[1]: row for row in rows}
+    assert by_name["lapsed"].endswith("(expired)")
+    assert by_name["forever"].endswith("never")
+
+
+def test_the_commands_say_when_api_keys_are_off(app: Flask) -> None:
+    for arguments in (["new", "--name", "c", "--scope", "x"], ["list"], ["revoke", "x"]):
+        result = cli(app, *arguments)
+        assert result.exit_code == 1
+        assert "API_KEYS_FILE is not set" in result.output
+
+
+# --------------------------------------------------------------------------- logs and wiring
+
+
+def test_the_log_names_the_caller_and_never_the_key(
+    key_file: KeyFileFixture, base_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = create_app(load_settings({**base_env, "API_KEYS_FILE": str(key_file.path)}))
+    client = sees_every_change(app).test_client()
+    issued = key_file.issue("items:read")
+    capsys.readouterr()
+    client.get("/api/v1/items", headers={**HTTPS, **with_key(issued.key)})
+    client.post("/api/v1/items", headers={**HTTPS, **with_key(issued.key)}, json={"name": "x"})
+    client.get(f"/api/v1/items?api_key={issued.key}", headers=HTTPS)
+    client.get(f"/nowhere/{issued.key}", headers=HTTPS)
+    text = capsys.readouterr().err
+    secret = issued.key.rsplit("_", 1)[1]
+    assert secret not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    access = [line for line in lines if line["logger"].endswith(".access")]
+    assert [line["sub"] for line in access[:2]] == [f"apikey:{issued.key_id}"] * 2
+    assert [line["status"] for line in access] == [200, 403, 400, 404]
+    refusals = [line for line in lines if line["message"].startswith("api key refused")]
+    assert f"key_id={issued.key_id}" in refusals[0]["message"]
+    assert access[3]["path"] == f"/nowhere/{PREFIX}_{issued.key_id}_[REDACTED]"
+
+
+def test_the_json_line_names_a_key_caller_as_gunicorn_writes_it(
+    keys_client: FlaskClient, key_file: KeyFileFixture
+) -> None:
+    # The filters in gunicorn's order (logs.gunicorn_logconfig_dict): context, then redaction.
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(logs.RequestContextFilter())
+    handler.addFilter(RedactingFilter(logs.REDACTOR))
+    handler.setFormatter(logs.JsonFormatter())
+    logs.access_logger.addHandler(handler)
+    try:
+        issued = key_file.issue()
+        get_items(keys_client, issued.key)
+        keys_client.get(f"/nowhere/{issued.key}")
+    finally:
+        logs.access_logger.removeHandler(handler)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["sub"] == f"apikey:{issued.key_id}"
+    assert second["path"] == f"/nowhere/{PREFIX}_{issued.key_id}_[REDACTED]"
+    assert issued.key not in stream.getvalue()
+
+
+def test_current_principal_outside_an_accepted_request_raises() -> None:
+    with Flask("x").test_request_context(), pytest.raises(RuntimeError):
+        apikeys.current_principal()
+
+
+def test_a_second_init_app_replaces_the_first_registration(keys_app: Flask) -> None:
+    apikeys.init_app(keys_app)
+    registered = keys_app.extensions["credentials"]
+    assert [type(credential) for credential in registered] == [ApiKeys]
+
+
+def test_keys_are_read_from_the_file_the_setting_names(
+    make_app: Callable[..., Flask], key_file: KeyFileFixture
+) -> None:
+    app = make_app(API_KEYS_FILE=str(key_file.path))
+    assert app.extensions["apikeys"].key_file.path == key_file.path
+    assert app.extensions["apikeys"].prefix == PREFIX
