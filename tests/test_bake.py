@@ -46,7 +46,14 @@ UNSUPPORTED = [
 
 UNRENDERED = re.compile(r"\{\{\s*cookiecutter\.|\{%|\{#|cookiecutter\.(project|package)_")
 # The modules a user copies alone into another app are copied into the bake verbatim too.
-STANDALONE_MODULES = {"apikeys.py", "bearer.py", "redaction.py", "transport.py", "webhooks.py"}
+STANDALONE_MODULES = {
+    "apikeys.py",
+    "bearer.py",
+    "dpop.py",
+    "redaction.py",
+    "transport.py",
+    "webhooks.py",
+}
 
 
 # Tool caches never exist in a clean clone of the template, only in a working tree.

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from conftest import Bakery, under_ci
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 VENV = Path(sys.prefix)
 PYTEST_SUMMARY = re.compile(r"\b\d+ passed\b.* in [\d.]+s")
@@ -69,6 +71,19 @@ def start_gunicorn(project: Path, *args: str, **env: str) -> subprocess.Popen[st
     )  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def production_public_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A public key whose private half is nowhere on this host, as a real provider's is."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path_factory.mktemp("provider") / "provider_public.pem"
+    path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return path
+
+
 @pytest.mark.parametrize(
     ("changes", "setting"),
     [
@@ -79,7 +94,13 @@ def start_gunicorn(project: Path, *args: str, **env: str) -> subprocess.Popen[st
         ({"JWT_JWKS_URL": "http://idp.example/jwks", "JWT_PUBLIC_KEY_FILE": ""}, "JWT_JWKS_URL"),
         ({"REPLAY_STORE_URL": "memory://", "WEB_CONCURRENCY": "2"}, "REPLAY_STORE_URL"),
         ({"JWT_ISSUER": "https://dev-issuer.localhost/"}, "JWT_ISSUER"),
+        ({"JWT_ISSUER": "https://localhost./"}, "JWT_ISSUER"),
         ({"WEBHOOK_SECRET": "whsec_" + "!" * 32}, "WEBHOOK_SECRET"),
+        ({"GITHUB_WEBHOOK_SECRET": "a"}, "GITHUB_WEBHOOK_SECRET"),
+        ({"WEBHOOK_TOLERANCE_SECONDS": "999999999"}, "WEBHOOK_TOLERANCE_SECONDS"),
+        ({"HSTS_MAX_AGE": "0"}, "HSTS_MAX_AGE"),
+        # The bake's .env fills in its dev key, whose private half sits in keys/.
+        ({"JWT_PUBLIC_KEY_FILE": "keys/dev_jwt_public.pem"}, "JWT_PUBLIC_KEY_FILE"),
     ],
     ids=[
         "missing-issuer",
@@ -89,15 +110,26 @@ def start_gunicorn(project: Path, *args: str, **env: str) -> subprocess.Popen[st
         "http-jwks",
         "memory-store",
         "dev-issuer",
+        "loopback-issuer-trailing-dot",
         "webhook-secret-not-base64",
+        "weak-github-secret",
+        "tolerance-of-years",
+        "hsts-off",
+        "dev-key",
     ],
 )
 def test_production_start_refuses_unsafe_settings(
-    default_bake: Path, changes: dict[str, str], setting: str
+    default_bake: Path, production_public_key: Path, changes: dict[str, str], setting: str
 ) -> None:
     # The bake's .env stays in place (a real environment variable wins over it), with the
-    # issuer a production deployment would have; each case then breaks one setting.
-    production = {"APP_ENV": "production", "JWT_ISSUER": "https://issuer.example.com/"}
+    # issuer and key a production deployment would have; each case then breaks one setting.
+    production = {
+        "APP_ENV": "production",
+        "JWT_ISSUER": "https://issuer.example.com/",
+        "JWT_PUBLIC_KEY_FILE": str(production_public_key),
+        # Should a case start after all, it must not take a port someone else uses.
+        "GUNICORN_BIND": f"127.0.0.1:{free_port()}",
+    }
     process = start_gunicorn(default_bake, **{**production, **changes})
     try:
         _, stderr = process.communicate(timeout=60)

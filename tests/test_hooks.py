@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import BAKED_TEMPLATE_DIR, TEMPLATE, load_module, require_tool
@@ -246,6 +247,51 @@ def test_private_file_is_never_world_readable_even_with_open_umask(tmp_path: Pat
     finally:
         os.umask(previous)
     assert mode(path) == 0o600
+
+
+def laxly_opened(path: Path) -> Any:
+    """An old secret file left readable (0644), and a handle someone opened on it then: file
+    modes are checked at open time, so that handle would read whatever is written in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("old, laxly kept\n")
+    path.chmod(0o644)
+    return path.open("rb")
+
+
+def test_a_rewritten_secret_never_reaches_an_old_handle(tmp_path: Path) -> None:
+    with laxly_opened(tmp_path / ".env") as handle:
+        bootstrap.write_env_file(tmp_path / ".env", DOMAIN)
+        assert handle.read() == b"old, laxly kept\n"
+    assert mode(tmp_path / ".env") == 0o600
+    assert "WEBHOOK_SECRET=whsec_" in (tmp_path / ".env").read_text()
+
+
+def test_remade_jwt_key_never_reaches_an_old_handle(tmp_path: Path) -> None:
+    with laxly_opened(tmp_path / "keys" / "dev_jwt_private.pem") as handle:
+        private, _ = bootstrap.make_jwt_keys(tmp_path / "keys")
+        assert handle.read() == b"old, laxly kept\n"
+    assert mode(private) == 0o600
+    assert "PRIVATE KEY" in private.read_text()
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == [
+        "dev_jwt_private.pem",
+        "dev_jwt_public.pem",
+    ]
+
+
+@pytest.mark.parametrize("maker", ["mkcert", "openssl"])
+def test_remade_tls_key_never_reaches_an_old_handle(
+    tmp_path: Path, mkcert_caroot: Path, maker: str
+) -> None:
+    certs = tmp_path / "certs"
+    with laxly_opened(certs / "server-key.pem") as handle:
+        if maker == "mkcert":
+            require_tool("mkcert")
+            bootstrap.make_certificates_with_mkcert(certs, NAMES)
+        else:
+            bootstrap.make_certificates_with_openssl(certs, NAMES, "secure-service")
+        assert handle.read() == b"old, laxly kept\n"
+    assert mode(certs / "server-key.pem") == 0o600
+    assert_certificates_verify_for_every_name(certs)
 
 
 def test_bootstrap_keeps_existing_files_unless_forced(default_bake: Path) -> None:

@@ -15,6 +15,7 @@ from {{ cookiecutter.package_name }}.settings import (
     read_environment,
     read_web_concurrency,
 )
+from {{ cookiecutter.package_name }}.transport import DEFAULT_FORWARDED_ALLOW_IPS, TrustedProxies
 
 # The same view of the environment as the app's settings (`.env` under the real environment),
 # so that e.g. WEB_CONCURRENCY means one thing to gunicorn and to the settings that check it.
@@ -55,25 +56,32 @@ except ValueError as error:
 worker_class = "gthread"
 threads = env_int("GUNICORN_THREADS", 2, minimum=1)
 
-# A worker stuck longer than this is killed and replaced (no request should take 30 s).
-timeout = env_int("GUNICORN_TIMEOUT", 30)
+# A worker stuck longer than this is killed and replaced (no request should take 30 s). gunicorn
+# reads 0 as "never", so it is refused like the limits below, where 0 means "unlimited".
+timeout = env_int("GUNICORN_TIMEOUT", 30, minimum=1)
 graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # Longer than nginx's upstream keepalive_timeout (60 s) so gunicorn never closes an idle
 # connection nginx is about to reuse (which would surface as sporadic 502s).
 keepalive = env_int("GUNICORN_KEEPALIVE", 75)
 
 # Requests that reach gunicorn already passed nginx's limits; these are a second fence.
-limit_request_line = env_int("GUNICORN_LIMIT_REQUEST_LINE", 4094)
-limit_request_fields = env_int("GUNICORN_LIMIT_REQUEST_FIELDS", 100)
-limit_request_field_size = env_int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190)
+limit_request_line = env_int("GUNICORN_LIMIT_REQUEST_LINE", 4094, minimum=1)
+limit_request_fields = env_int("GUNICORN_LIMIT_REQUEST_FIELDS", 100, minimum=1)
+limit_request_field_size = env_int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190, minimum=1)
 
-# Proxy trust is decided once, in the app (transport.py: ProxyFix with TRUSTED_PROXY_HOPS).
-# gunicorn must not decide it a second time from X-Forwarded-Proto or forwarder headers, so
-# both are emptied; forwarded_allow_ips then only limits which TCP peers gunicorn trusts for
-# its remaining extras (h2c upgrade). Note (gunicorn docs): it does not apply to unix sockets,
-# whose peers are "treated as allowed, unconditionally"; the socket directory's permissions
-# (devstack: 0700) are the fence there, and nginx overwrites every forwarding header anyway.
-forwarded_allow_ips = ENVIRONMENT.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# Proxy trust is decided once, in the app (transport.py: ProxyFix with TRUSTED_PROXY_HOPS, for
+# peers in FORWARDED_ALLOW_IPS only). gunicorn must not decide it a second time from
+# X-Forwarded-Proto or forwarder headers, so both are emptied; the same FORWARDED_ALLOW_IPS
+# then limits which TCP peers gunicorn trusts for its remaining extras (h2c upgrade) and which
+# peers' X-Forwarded-For names the client in the access log. As in gunicorn, a unix socket's
+# peer always counts: the socket directory's permissions (devstack: 0700, checked) fence it.
+forwarded_allow_ips = (
+    ENVIRONMENT.get("FORWARDED_ALLOW_IPS", "").strip() or DEFAULT_FORWARDED_ALLOW_IPS
+)
+try:
+    TrustedProxies.parse(forwarded_allow_ips)
+except ValueError as error:
+    raise refuse(error) from None
 secure_scheme_headers: dict[str, str] = {}
 forwarder_headers = ""
 # Headers with underscores are dropped rather than merged with their dashed twins.
@@ -116,5 +124,6 @@ logconfig_dict = gunicorn_logconfig_dict(
     accesslog=accesslog,
     errorlog=errorlog,
     trusted_proxy_hops=env_int("TRUSTED_PROXY_HOPS", 1),
+    forwarded_allow_ips=forwarded_allow_ips,
 )
 # --- end logging ---------------------------------------------------------------------------

@@ -63,7 +63,9 @@ def main() -> None:
     )
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "bench", "iat": now, "exp": now + 3600}
-    token = jwt.encode({**claims, "scope": "items:read"}, key, algorithm="RS256")
+    token = jwt.encode(
+        {**claims, "scope": "items:read"}, key, algorithm="RS256", headers={"typ": "at+jwt"}
+    )
     headers = {"Authorization": f"Bearer {token}"}
     with tempfile.TemporaryDirectory() as directory:
         key_file = Path(directory) / "public.pem"

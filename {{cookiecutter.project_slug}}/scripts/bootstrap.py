@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,21 +77,52 @@ def make_private(path: Path) -> None:
 
 
 def write_private_text(path: Path, text: str) -> None:
-    """Write a secret so that it is never readable by others, not even for an instant."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    make_private(path)
+    """Write a secret so that it is never readable by others, not even for an instant.
+
+    Never in place: a file an older run (or a user) left readable may have been opened by
+    someone meanwhile, and modes are only checked at open time. A fresh file made 0600 in the
+    same directory is renamed over it instead."""
+    with staging_directory(path.parent) as staging:
+        fd = os.open(staging / path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        install(staging / path.name, path)
+
+
+@contextlib.contextmanager
+def staging_directory(directory: Path) -> Iterator[Path]:
+    """A private (0700) directory beside the files to replace, removed afterwards: what is
+    made in it is out of everyone else's reach until install() renames it into place."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".staging-") as staging:
+        yield Path(staging)
+
+
+def install(made: Path, target: Path) -> None:
+    # rename(2) replaces the name, not the old file's contents: handles on it stay with it.
+    os.replace(made, target)
 
 
 def make_certificates_with_mkcert(certs_dir: Path, names: list[str]) -> Certificates:
     cert, key, ca = certs_dir / CERT_FILE, certs_dir / KEY_FILE, certs_dir / CA_FILE
-    run(["mkcert", "-cert-file", str(cert), "-key-file", str(key), *names])
-    caroot = Path(run(["mkcert", "-CAROOT"]).stdout.strip())
-    # Only the CA certificate is copied: clients need it to verify, and the CA key must stay
-    # in mkcert's own store, never in a project directory.
-    shutil.copyfile(caroot / "rootCA.pem", ca)
-    make_private(key)
+    with staging_directory(certs_dir) as staging:
+        run(
+            [
+                "mkcert",
+                "-cert-file",
+                str(staging / CERT_FILE),
+                "-key-file",
+                str(staging / KEY_FILE),
+                *names,
+            ]
+        )
+        make_private(staging / KEY_FILE)
+        caroot = Path(run(["mkcert", "-CAROOT"]).stdout.strip())
+        # Only the CA certificate is copied: clients need it to verify, and the CA key must
+        # stay in mkcert's own store, never in a project directory.
+        shutil.copyfile(caroot / "rootCA.pem", staging / CA_FILE)
+        for made in (key, cert, ca):
+            install(staging / made.name, made)
     return Certificates(cert, key, ca, "mkcert")
 
 
@@ -108,6 +141,17 @@ def openssl_extensions(names: list[str]) -> str:
 
 def make_certificates_with_openssl(certs_dir: Path, names: list[str], label: str) -> Certificates:
     cert, key, ca = certs_dir / CERT_FILE, certs_dir / KEY_FILE, certs_dir / CA_FILE
+    with staging_directory(certs_dir) as staging:
+        staged = [staging / CERT_FILE, staging / KEY_FILE, staging / CA_FILE]
+        sign_with_a_one_off_ca(*staged, names=names, label=label)
+        for made in (key, cert, ca):
+            install(staging / made.name, made)
+    return Certificates(cert, key, ca, "openssl")
+
+
+def sign_with_a_one_off_ca(
+    cert: Path, key: Path, ca: Path, *, names: list[str], label: str
+) -> None:
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         ca_key, csr, extensions = scratch / "ca-key.pem", scratch / "leaf.csr", scratch / "leaf.ext"
@@ -179,7 +223,6 @@ def make_certificates_with_openssl(certs_dir: Path, names: list[str], label: str
         )
         # Leaving the scratch directory destroys the CA key: trusting this CA can then
         # never vouch for anything but the leaf just signed.
-    return Certificates(cert, key, ca, "openssl")
 
 
 def make_certificates(certs_dir: Path, domain_name: str, label: str) -> Certificates:
@@ -193,22 +236,26 @@ def make_certificates(certs_dir: Path, domain_name: str, label: str) -> Certific
 def make_jwt_keys(keys_dir: Path) -> tuple[Path, Path]:
     keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     private, public = keys_dir / JWT_PRIVATE_FILE, keys_dir / JWT_PUBLIC_FILE
-    # umask-independent: the key is created 0600 before openssl writes to it.
-    write_private_text(private, "")
-    run(
-        [
-            "openssl",
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            str(private),
-        ]
-    )
-    make_private(private)
-    run(["openssl", "pkey", "-in", str(private), "-pubout", "-out", str(public)])
+    with staging_directory(keys_dir) as staging:
+        new_private, new_public = staging / JWT_PRIVATE_FILE, staging / JWT_PUBLIC_FILE
+        # umask-independent: the key is created 0600 before openssl writes to it.
+        os.close(os.open(new_private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+        run(
+            [
+                "openssl",
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                str(new_private),
+            ]
+        )
+        make_private(new_private)
+        run(["openssl", "pkey", "-in", str(new_private), "-pubout", "-out", str(new_public)])
+        install(new_private, private)
+        install(new_public, public)
     return private, public
 
 
@@ -223,8 +270,6 @@ def env_file_text(domain_name: str) -> str:
             "APP_ENV=development",
             f"JWT_ISSUER={DEV_ISSUER}",
             f"JWT_AUDIENCE=https://{domain_name}",
-            # Local tokens from `flask dev-token` are RFC 9068 access tokens.
-            "JWT_TOKEN_TYPE=at+jwt",
             f"JWT_PUBLIC_KEY_FILE=keys/{JWT_PUBLIC_FILE}",
             f"JWT_DEV_PRIVATE_KEY_FILE=keys/{JWT_PRIVATE_FILE}",
             # Hashes of the keys `flask api-keys new` hands out; unset turns API keys off.

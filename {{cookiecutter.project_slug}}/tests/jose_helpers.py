@@ -15,13 +15,13 @@ from typing import Any
 
 import jwt
 from joserfc import jwt as jose_jwt
-from joserfc.jwk import ECKey, RSAKey
+from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 ISSUER = "https://issuer.test/"
 AUDIENCE = "https://api.test"
 MISSING = object()  # as a claim value: leave the claim out
 
-JoseKey = RSAKey | ECKey
+JoseKey = RSAKey | ECKey | OKPKey
 
 
 def make_claims(**changes: Any) -> dict[str, Any]:
@@ -50,14 +50,60 @@ def mint(
     kid: str | None = None,
     **header: Any,
 ) -> str:
-    """Sign claims with key, by joserfc or PyJWT; kid defaults to the key's RFC 7638 thumbprint."""
-    protected = {"alg": alg, "kid": kid or key.thumbprint(), **header}
+    """Sign claims with key, by joserfc or PyJWT; kid defaults to the key's RFC 7638 thumbprint
+    and typ to at+jwt, the RFC 9068 access token type the service requires by default."""
+    protected = {"alg": alg, "kid": kid or key.thumbprint(), "typ": "at+jwt", **header}
     if library == "joserfc":
         return jose_jwt.encode(protected, claims, key, algorithms=[alg])
     if library == "pyjwt":
         private_pem = key.as_pem(private=True)
         extra = {name: value for name, value in protected.items() if name != "alg"}
         return jwt.encode(claims, private_pem, algorithm=alg, headers=extra)
+    raise ValueError(library)
+
+
+def bound_to(key: JoseKey) -> dict[str, Any]:
+    """The cnf claim of a token bound to key (RFC 9449 section 6.1), thumbprint by joserfc."""
+    return {"cnf": {"jkt": key.thumbprint()}}
+
+
+def access_token_hash(token: str) -> str:
+    return b64url(hashlib.sha256(token.encode("ascii")).digest())
+
+
+DPOP_ALGORITHMS = {"EC": "ES256", "RSA": "PS256", "OKP": "EdDSA"}
+
+
+def dpop_proof(
+    key: JoseKey,
+    method: str,
+    url: str,
+    token: str | None,
+    *,
+    library: str = "joserfc",
+    alg: str | None = None,
+    header: dict[str, Any] | None = None,
+    signer: JoseKey | None = None,
+    **claims: Any,
+) -> str:
+    """An RFC 9449 proof for (method, url) and the access token, signed with key (or signer,
+    to forge one), by joserfc or PyJWT. header and claims change or (MISSING) drop members."""
+    alg = alg or DPOP_ALGORITHMS[key.key_type]
+    protected = {"typ": "dpop+jwt", "alg": alg, "jwk": key.as_dict(private=False)}
+    protected.update(header or {})
+    payload = {"jti": uuid.uuid4().hex, "htm": method, "htu": url, "iat": int(time.time())}
+    if token is not None:
+        payload["ath"] = access_token_hash(token)
+    payload.update(claims)
+    protected = {name: value for name, value in protected.items() if value is not MISSING}
+    payload = {name: value for name, value in payload.items() if value is not MISSING}
+    signing_key = signer or key
+    if library == "joserfc":
+        return jose_jwt.encode(protected, payload, signing_key, algorithms=[alg])
+    if library == "pyjwt":
+        extra = {name: value for name, value in protected.items() if name != "alg"}
+        pem = signing_key.as_pem(private=True)
+        return jwt.encode(payload, pem, algorithm=alg, headers=extra)
     raise ValueError(library)
 
 
@@ -138,3 +184,50 @@ class JwksServer:
                 return None
 
         return Handler
+
+
+class TricklingJwksServer:
+    """A JWKS provider on 127.0.0.1 that, once `trickle` is set, sends its answer (status line
+    and headers included) one byte per second: every socket read gets data well within any
+    per-read timeout, so only a total deadline ends the fetch."""
+
+    def __init__(self) -> None:
+        self.body = b'{"keys": []}'
+        self.trickle = False
+        self.hits = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.hits += 1
+                answer = (
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(server.body)}\r\n\r\n".encode()
+                    + server.body
+                )
+                self.close_connection = True
+                try:
+                    if not server.trickle:
+                        self.wfile.write(answer)
+                        return
+                    for byte in answer:
+                        self.wfile.write(bytes([byte]))
+                        time.sleep(1.0)
+                except OSError:
+                    return  # the client gave up: what a deadline is for
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/jwks-{uuid.uuid4().hex}.json"
+
+    def publish(self, *keys: RSAKey) -> None:
+        self.body = json.dumps({"keys": [public_jwk(key) for key in keys]}).encode()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

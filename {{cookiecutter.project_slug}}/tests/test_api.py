@@ -60,7 +60,9 @@ def test_me_returns_the_principal(client: FlaskClient, token_for: Any) -> None:
 def test_me_needs_a_token(client: FlaskClient) -> None:
     response = client.get("/api/v1/me")
     assert_problem(response, 401)
-    assert response.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer realm="api", DPoP realm="api", algs="ES256 RS256 PS256 EdDSA"'
+    )
 
 
 def test_me_with_invalid_token(client: FlaskClient, token_for: Any) -> None:

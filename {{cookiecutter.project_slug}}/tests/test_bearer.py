@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 import logging
 import re
 import subprocess
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -460,6 +462,61 @@ def test_malformed_scope_claim_is_invalid_token(
     assert_refused(client.get("/read", headers=auth(token)), 401, "invalid_token", token)
 
 
+def signed_payload(key: RSAKey, payload: str) -> str:
+    """A token whose payload is this exact JSON text, validly signed by key."""
+    header = {"kid": key.thumbprint(), "typ": "at+jwt"}
+    return jwt.api_jws.encode(
+        payload.encode(), key.as_pem(private=True), algorithm="RS256", headers=header
+    )
+
+
+def payload_with(**raw: str) -> str:
+    """Valid claims as JSON text, with some values replaced by raw JSON (numbers json.dumps
+    cannot write: 400 digits, 1e400, NaN)."""
+    claims = make_claims(**dict.fromkeys(raw, "@"))
+    text = json.dumps(claims)
+    for name, value in raw.items():
+        text = text.replace(f'"{name}": "@"', f'"{name}": {value}')
+    return text
+
+
+HUGE = "1" + "0" * 400
+ABSURD_NUMBERS = {
+    "exp-400-digits": {"exp": HUGE},
+    "exp-minus-400-digits": {"exp": "-" + HUGE},
+    "exp-1e400": {"exp": "1e400"},
+    "exp-minus-1e400": {"exp": "-1e400"},
+    "exp-infinity": {"exp": "Infinity"},
+    "exp-nan": {"exp": "NaN"},
+    "exp-1e308": {"exp": "1e308"},
+    "exp-year-10000": {"exp": "253402300800"},
+    "iat-400-digits": {"iat": HUGE},
+    "iat-minus-400-digits": {"iat": "-" + HUGE},
+    "iat-1e400": {"iat": "1e400"},
+    "iat-nan": {"iat": "NaN"},
+    "iat-minus-infinity": {"iat": "-Infinity"},
+    "nbf-400-digits": {"nbf": HUGE},
+    "nbf-minus-1e400": {"nbf": "-1e400"},
+    "nbf-nan": {"nbf": "NaN"},
+    "nested-cnf": {"cnf": '{"jkt": ' + HUGE + "}"},
+    "nested-deep-claim": {"ext": "[" * 50 + HUGE + "]" * 50},
+}
+
+
+@pytest.mark.parametrize("raw", list(ABSURD_NUMBERS.values()), ids=list(ABSURD_NUMBERS))
+def test_absurd_numbers_in_a_signed_token_are_invalid_token_never_500(
+    client: FlaskClient, our_key: RSAKey, raw: dict[str, str]
+) -> None:
+    token = signed_payload(our_key, payload_with(**raw))
+    response = client.get("/read", headers=auth(token))
+    if "ext" in raw:  # an unknown claim is ignored, whatever it holds
+        assert response.status_code == 200
+        return
+    assert_refused(response, 401, "invalid_token", token)
+    # Served from the verified-token cache the second time, if it ever got there.
+    assert_refused(client.get("/read", headers=auth(token)), 401, "invalid_token", token)
+
+
 def test_tampered_payload_is_invalid_token(client: FlaskClient, our_key: RSAKey) -> None:
     header, _, signature = mint(our_key, make_claims(scope="items:read")).split(".")
     forged = f"{header}.{segment(make_claims(scope='items:read admin'))}.{signature}"
@@ -504,6 +561,35 @@ def test_wrong_token_type_is_invalid_token(
         token = mint(our_key, make_claims(), library="joserfc")
         token = token.replace(token.split(".")[0], segment({"alg": "RS256"}), 1)
     assert_refused(client.get("/read", headers=auth(token)), 401, "invalid_token", token)
+
+
+def test_id_token_is_refused_by_default(client: FlaskClient, our_key: RSAKey) -> None:
+    # An OpenID Connect ID token signed by the same key: typ JWT, nonce, auth_time. RFC 9068
+    # section 4: only a JWT typed at+jwt is an access token, and that is checked unless opted out.
+    claims = make_claims(nonce="n-0S6_WzA2Mj", auth_time=int(time.time()), at_hash="x")
+    for typ in ("JWT", None):
+        header = {"typ": typ} if typ else {}
+        token = mint(our_key, claims, library="pyjwt", **header)
+        if typ is None:
+            token = token.replace(token.split(".")[0], segment({"alg": "RS256"}), 1)
+        params = assert_refused(client.get("/read", headers=auth(token)), 401, "invalid_token")
+        assert params["error_description"] == "The token type is not accepted"
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "AT+JWT", "Application/AT+JWT"])
+def test_access_token_types_are_accepted_by_default(
+    client: FlaskClient, our_key: RSAKey, typ: str
+) -> None:
+    token = mint(our_key, make_claims(), typ=typ)
+    assert client.get("/read", headers=auth(token)).status_code == 200
+
+
+def test_token_type_check_can_be_turned_off(
+    make_client: Callable[..., FlaskClient], our_key: RSAKey
+) -> None:
+    client = make_client(JWT_TOKEN_TYPE="any")
+    token = mint(our_key, make_claims(), library="pyjwt", typ="JWT")
+    assert client.get("/read", headers=auth(token)).status_code == 200
 
 
 def test_crit_header_is_invalid_token(client: FlaskClient, our_key: RSAKey) -> None:
@@ -556,6 +642,56 @@ def test_every_listed_scope_is_needed(client: FlaskClient, our_key: RSAKey) -> N
 def test_scope_match_is_exact(client: FlaskClient, our_key: RSAKey, scope: str) -> None:
     token = mint(our_key, make_claims(scope=scope))
     assert_refused(client.get("/read", headers=auth(token)), 403, "insufficient_scope", token)
+
+
+# RFC 6749 section 3.3: scope = scope-token *( SP scope-token ), scope-token = 1*( %x21 /
+# %x23-5B / %x5D-7E ). str.split() would also split on these and let the pieces through.
+BAD_SCOPE_SEPARATORS = {
+    "no-break-space": "items:read\u00a0admin",
+    "em-space": "items:read\u2003admin",
+    "ideographic-space": "items:read\u3000admin",
+    "tab": "items:read\tadmin",
+    "newline": "items:read\nadmin",
+    "vertical-tab": "items:read\x0badmin",
+    "file-separator": "items:read\x1cadmin",
+    "next-line": "items:read\x85admin",
+    "two-spaces": "items:read  admin",
+    "leading-space": " items:read",
+    "trailing-space": "items:read ",
+    "quote-in-scope": 'items:read "admin',
+    "backslash-in-scope": "items:read adm\\in",
+}
+
+
+@pytest.mark.parametrize(
+    "scope", list(BAD_SCOPE_SEPARATORS.values()), ids=list(BAD_SCOPE_SEPARATORS)
+)
+def test_scope_not_separated_by_single_spaces_is_invalid_token(
+    client: FlaskClient, our_key: RSAKey, scope: str
+) -> None:
+    token = mint(our_key, make_claims(scope=scope))
+    params = assert_refused(client.get("/read", headers=auth(token)), 401, "invalid_token", token)
+    assert params["error_description"] == "The scope claim is malformed"
+
+
+@pytest.mark.parametrize(
+    "scp",
+    [
+        ["items:read", "items:read admin"],
+        ["items:read", ""],
+        ["items:read\u00a0x"],
+        "items:read\tx",
+    ],
+    ids=["space-inside-list-item", "empty-list-item", "no-break-space-in-item", "tab-in-string"],
+)
+def test_malformed_scp_is_invalid_token(client: FlaskClient, our_key: RSAKey, scp: Any) -> None:
+    token = mint(our_key, make_claims(scope=MISSING, scp=scp))
+    assert_refused(client.get("/read", headers=auth(token)), 401, "invalid_token", token)
+
+
+def test_empty_scope_string_means_no_scopes(client: FlaskClient, our_key: RSAKey) -> None:
+    token = mint(our_key, make_claims(scope=""))
+    assert client.get("/me", headers=auth(token)).get_json()["scopes"] == []
 
 
 def test_no_scope_claim_passes_require_scopes_without_arguments(

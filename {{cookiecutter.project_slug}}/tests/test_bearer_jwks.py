@@ -7,12 +7,13 @@ bounded by the cooldown.
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,7 +23,7 @@ from flask import Flask
 from joserfc.jwk import RSAKey
 from werkzeug.test import TestResponse
 
-from jose_helpers import JwksServer, make_claims, mint, public_jwk
+from jose_helpers import JwksServer, TricklingJwksServer, make_claims, mint, public_jwk
 from {{ cookiecutter.package_name }} import bearer
 
 
@@ -118,6 +119,13 @@ def ready(app: Flask) -> bool:
     return bool(app.extensions["readiness_checks"]["bearer_keys"]())
 
 
+def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    give_up_at = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < give_up_at, "condition not met in time"
+        time.sleep(0.02)
+
+
 def closed_port_url() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -180,7 +188,9 @@ def test_other_key_with_same_kid_is_invalid_token(
 
 def test_token_without_kid_is_invalid_token(server: JwksServer, key_a: RSAKey) -> None:
     server.publish(key_a)
-    no_kid = jwt.encode(make_claims(), key_a.as_pem(private=True), algorithm="RS256")
+    no_kid = jwt.encode(
+        make_claims(), key_a.as_pem(private=True), algorithm="RS256", headers={"typ": "at+jwt"}
+    )
     assert "kid" not in jwt.get_unverified_header(no_kid)
     response = call(jwks_app(server.url), no_kid)
     assert response.status_code == 401
@@ -232,7 +242,12 @@ def test_retired_kid_is_rejected_once_the_cache_expires(
     assert call(app, old_token).status_code == 200
     server.publish(key_b)  # the provider retires key_a
     time.sleep(1.1)
-    response = call(app, old_token)  # also drops the verified-token cache entry
+    generation = app.extensions["bearer"].keys.generation
+    # Due for a refresh: this request starts it in the background and is answered from the
+    # cached keys (a request that cached keys can answer never waits on a fetch) ...
+    assert call(app, old_token).status_code == 200
+    eventually(lambda: app.extensions["bearer"].keys.generation != generation)
+    response = call(app, old_token)  # ... the next one sees the new key set
     assert response.status_code == 401
     assert error_of(response) == "invalid_token"
     assert call(app, mint(key_b, make_claims())).status_code == 200
@@ -403,6 +418,104 @@ def test_unknown_kids_refetch_at_most_once_per_cooldown(server: JwksServer, key_
     storm()
     assert server.hits == 2
     assert statuses == [401] * 60
+
+
+# --------------------------------------------------------------------- slow providers
+
+
+@pytest.fixture
+def trickling() -> Iterator[TricklingJwksServer]:
+    jwks = TricklingJwksServer()
+    yield jwks
+    jwks.stop()
+
+
+DEADLINE = 2  # JWT_JWKS_TIMEOUT_SECONDS in these tests
+# What a request that must not wait may take on a loaded CI machine.
+PROMPT = 1.0
+
+
+def timed(function: Callable[[], Any], limit: float) -> tuple[Any, float]:
+    """Run function in a thread; give up waiting after `limit` seconds (then the result is
+    None), so a test against a blocking implementation fails instead of hanging."""
+    results: list[Any] = []
+    started = time.monotonic()
+    worker = threading.Thread(target=lambda: results.append(function()), daemon=True)
+    worker.start()
+    worker.join(timeout=limit)
+    return (results[0] if results else None), time.monotonic() - started
+
+
+def test_start_against_a_stalled_provider_ends_at_the_deadline(
+    trickling: TricklingJwksServer, key_a: RSAKey
+) -> None:
+    trickling.publish(key_a)
+    trickling.trickle = True
+    app, elapsed = timed(
+        lambda: jwks_app(trickling.url, JWT_JWKS_TIMEOUT_SECONDS=DEADLINE), DEADLINE + 5
+    )
+    assert app is not None, f"init_app still waiting after {elapsed:.1f} s"
+    assert elapsed < DEADLINE + PROMPT
+    response, elapsed = timed(lambda: call(app, mint(key_a, make_claims())), DEADLINE + 5)
+    assert response is not None
+    assert response.status_code == 503
+    assert elapsed < DEADLINE + PROMPT
+
+
+def test_unknown_kids_wait_at_most_the_deadline_on_a_stalled_provider(
+    trickling: TricklingJwksServer, key_a: RSAKey, key_b: RSAKey
+) -> None:
+    trickling.publish(key_a)
+    app = jwks_app(trickling.url, JWT_JWKS_TIMEOUT_SECONDS=DEADLINE)
+    trickling.trickle = True
+    answers: list[int] = []
+
+    def unknown_kid() -> None:
+        answers.append(call(app, mint(key_b, make_claims())).status_code)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=unknown_kid, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)  # the fetch is now stalled
+    cached, elapsed = timed(lambda: call(app, mint(key_a, make_claims(jti="c"))), 10)
+    assert cached is not None
+    assert cached.status_code == 200
+    assert elapsed < PROMPT, f"a cached kid waited {elapsed:.1f} s"
+    for thread in threads:
+        thread.join(timeout=DEADLINE + 5 - (time.monotonic() - started))
+    assert answers == [401] * 4, f"after {time.monotonic() - started:.1f} s: {answers}"
+    assert time.monotonic() - started < DEADLINE + PROMPT
+
+
+def test_a_due_refresh_never_holds_up_a_cached_kid(
+    trickling: TricklingJwksServer, key_a: RSAKey
+) -> None:
+    trickling.publish(key_a)
+    app = jwks_app(trickling.url, JWT_JWKS_TIMEOUT_SECONDS=DEADLINE, JWT_JWKS_CACHE_SECONDS=1)
+    trickling.trickle = True
+    time.sleep(1.1)  # the cached key set is due for a refresh, which will stall
+    for n in range(3):
+        token = mint(key_a, make_claims(jti=f"due-{n}"))
+        response, elapsed = timed(functools.partial(call, app, token), 10)
+        assert response is not None
+        assert response.status_code == 200
+        assert elapsed < PROMPT, f"request {n} waited {elapsed:.1f} s for the refresh"
+    assert ready(app)
+
+
+def test_refresh_runs_after_the_deadline_again(
+    trickling: TricklingJwksServer, key_a: RSAKey, key_b: RSAKey
+) -> None:
+    # A stalled fetch that ran into its deadline must not leave the cache stuck "fetching".
+    trickling.publish(key_a)
+    app = jwks_app(trickling.url, JWT_JWKS_TIMEOUT_SECONDS=1)
+    trickling.trickle = True
+    assert call(app, mint(key_b, make_claims())).status_code == 401
+    trickling.trickle = False
+    trickling.publish(key_a, key_b)
+    time.sleep(1.2)
+    assert call(app, mint(key_b, make_claims())).status_code == 200
 
 
 def test_cache_defaults(server: JwksServer, key_a: RSAKey) -> None:

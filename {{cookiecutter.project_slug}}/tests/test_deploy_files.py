@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from certificates import self_signed
 from stack import PROJECT_ROOT, require_tool
@@ -72,10 +75,51 @@ def test_compose_publishes_only_nginx_and_requires_settings() -> None:
     app_section = base.split("\n  app:\n")[1].split("\n  redis:\n")[0]
     assert "ports:" not in app_section
     assert "ports:" not in base.split("\n  redis:\n")[1]
-    for name in ("JWT_ISSUER", "JWT_AUDIENCE", "WEBHOOK_SECRET", "REDIS_PASSWORD"):
+    for name in ("JWT_ISSUER", "JWT_AUDIENCE", "REDIS_PASSWORD"):
         assert "${" + name + ":?" in base
+    # Either kind of Standard Webhooks key will do: the app itself requires one of them.
+    for name in ("WEBHOOK_SECRET", "WEBHOOK_PUBLIC_KEY"):
+        assert "${" + name + ":-}" in app_section
     assert "REPLAY_STORE_URL: redis://:${REDIS_PASSWORD:?" in base
     assert ":/etc/nginx/certs:ro" in base
+
+
+def compose_networks(service: dict[str, Any]) -> dict[str, Any]:
+    """A service's networks as {name: options}; compose puts one without any on "default"."""
+    networks = service.get("networks", ["default"])
+    return networks if isinstance(networks, dict) else dict.fromkeys(networks)
+
+
+def test_only_nginx_may_speak_for_clients_to_the_app_in_compose() -> None:
+    """The app honours X-Forwarded-* only from FORWARDED_ALLOW_IPS: in compose that is nginx's
+    fixed address on a network nobody else joins, so neither another container nor a process
+    on the host (which reaches containers through the network's gateway) can claim HTTPS or
+    another client address."""
+    compose = yaml.safe_load((PROJECT_ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    nginx, app = compose_networks(services["nginx"]), compose_networks(services["app"])
+    shared = set(nginx) & set(app)
+    assert len(shared) == 1, shared
+    (proxy,) = shared
+    assert [name for name in services if proxy in compose_networks(services[name])] == [
+        "nginx",
+        "app",
+    ]
+    address = ipaddress.ip_address(nginx[proxy]["ipv4_address"])
+    (ipam,) = compose["networks"][proxy]["ipam"]["config"]
+    subnet = ipaddress.ip_network(ipam["subnet"])
+    assert address in subnet
+    assert address != next(subnet.hosts())  # the first host is the gateway: the host itself
+    assert services["app"]["environment"]["FORWARDED_ALLOW_IPS"] == str(address)
+    # Redis: reachable from the app alone, on a network with no way out.
+    redis = compose_networks(services["redis"])
+    assert proxy not in redis
+    assert set(redis) <= set(app)
+    assert all(compose["networks"][name].get("internal") is True for name in redis)
+    for override in ("compose.override.yaml", "compose.prod.yaml"):
+        text = (PROJECT_ROOT / override).read_text()
+        assert "networks:" not in text, override
+        assert "FORWARDED_ALLOW_IPS" not in text, override
 
 
 def test_every_template_setting_is_rendered_by_devstack_and_compose() -> None:

@@ -562,6 +562,9 @@ def test_default_deny_for_every_pod(objects: list[Obj]) -> None:
 
 
 def test_gunicorn_is_reachable_only_from_the_edge(objects: list[Obj]) -> None:
+    # The app believes X-Forwarded-* from any peer here: this policy is what makes that the edge.
+    [container] = pod_spec(one(objects, "Deployment", "app"))["containers"]
+    assert env_of(container)["FORWARDED_ALLOW_IPS"]["value"] == "*"
     edge = labels_of(objects, "Deployment", "edge")
     app = labels_of(objects, "Deployment", "app")
     rules = allowed(objects, app, "ingress")

@@ -298,7 +298,8 @@ def gunicorn_access_record(**atoms: Any) -> logging.LogRecord:
 
 
 def test_gunicorn_access_line_has_the_app_shape() -> None:
-    line = JsonFormatter(trusted_proxy_hops=1).format(gunicorn_access_record())
+    formatter = JsonFormatter(trusted_proxy_hops=1, forwarded_allow_ips="10.0.0.2")
+    line = formatter.format(gunicorn_access_record())
     for secret in SECRETS:
         assert secret not in line
     entry = json.loads(line)
@@ -309,6 +310,16 @@ def test_gunicorn_access_line_has_the_app_shape() -> None:
     assert entry["duration_ms"] == 1.534
     assert entry["client"] == "198.51.100.20"
     assert entry["request_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.mark.parametrize("allowed", [None, "10.9.9.9", "192.168.0.0/16"])
+def test_gunicorn_access_line_ignores_forwarding_from_a_peer_that_is_not_a_proxy(
+    allowed: str | None,
+) -> None:
+    # As in the app: X-Forwarded-For names the client only when the proxy itself sent it.
+    formatter = JsonFormatter(trusted_proxy_hops=1, forwarded_allow_ips=allowed)
+    entry = json.loads(formatter.format(gunicorn_access_record()))
+    assert entry["client"] == "10.0.0.2"
 
 
 def test_gunicorn_access_line_without_proxy_headers() -> None:
@@ -349,8 +360,18 @@ def wait_for(url: str, deadline: float) -> None:
             time.sleep(0.1)
 
 
-def test_gunicorn_writes_json_and_no_secrets(base_env: dict[str, str], tmp_path: Path) -> None:
-    """Real gunicorn with the baked gunicorn.conf.py: access and error logs in files."""
+@pytest.mark.parametrize(
+    ("forwarded_allow_ips", "client"),
+    [
+        (None, "198.51.100.20"),  # the default: a proxy on this host, which the test plays
+        ("10.89.253.2", "127.0.0.1"),  # the proxy is elsewhere: this peer speaks for nobody
+    ],
+)
+def test_gunicorn_writes_json_and_no_secrets(
+    base_env: dict[str, str], tmp_path: Path, forwarded_allow_ips: str | None, client: str
+) -> None:
+    """Real gunicorn with the baked gunicorn.conf.py: access and error logs in files, the
+    client named by X-Forwarded-For only when a proxy sent it (gunicorn's line and the app's)."""
     project = Path(__file__).resolve().parent.parent
     port = free_port()
     access_log, error_log = tmp_path / "access.log", tmp_path / "error.log"
@@ -363,6 +384,7 @@ def test_gunicorn_writes_json_and_no_secrets(base_env: dict[str, str], tmp_path:
         "GUNICORN_ERROR_LOG": str(error_log),
         "WEB_CONCURRENCY": "1",
         "TRUSTED_PROXY_HOPS": "1",
+        **({"FORWARDED_ALLOW_IPS": forwarded_allow_ips} if forwarded_allow_ips else {}),
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", str(project / "gunicorn.conf.py")],
@@ -380,11 +402,15 @@ def test_gunicorn_writes_json_and_no_secrets(base_env: dict[str, str], tmp_path:
             headers={
                 "Authorization": f"Bearer {JWT}",
                 "X-Forwarded-For": "6.6.6.6, 198.51.100.20",
+                "X-Forwarded-Proto": "https",
                 "X-Request-ID": sent_id,
             },
         )
         with urllib.request.urlopen(asked, timeout=5) as answer:  # noqa: S310
             assert answer.headers["X-Request-ID"] == sent_id
+            # HSTS goes on HTTPS answers only: it shows whether X-Forwarded-Proto was believed.
+            believed = "Strict-Transport-Security" in answer.headers
+            assert believed == (forwarded_allow_ips is None)
     finally:
         server.terminate()
         stdout, stderr = server.communicate(timeout=30)
@@ -397,8 +423,9 @@ def test_gunicorn_writes_json_and_no_secrets(base_env: dict[str, str], tmp_path:
     assert ours[0]["logger"] == "gunicorn.access"
     assert ours[0]["path"] == "/healthz"
     assert ours[0]["status"] == 200
-    assert ours[0]["client"] == "198.51.100.20"
+    assert ours[0]["client"] == client
     error_lines = [json.loads(line) for line in error_log.read_text().splitlines()]
     assert any(line["logger"] == "gunicorn.error" for line in error_lines)
     app_access = [line for line in error_lines if line.get("request_id") == sent_id]
     assert [line["message"] for line in app_access] == ["GET /healthz 200"]
+    assert [line["client"] for line in app_access] == [client]

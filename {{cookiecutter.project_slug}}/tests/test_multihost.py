@@ -348,6 +348,8 @@ def app_environment(directory: Path, role: str, redis_url: str) -> dict[str, str
         "WEBHOOK_SECRET": WEBHOOK_SECRET,
         "REPLAY_STORE_URL": redis_url,
         "TRUSTED_PROXY_HOPS": "1",
+        # The edge's address on the switch: the one peer whose X-Forwarded-* headers count.
+        "FORWARDED_ALLOW_IPS": HOST_ADDRESSES["edge"],
         "WEB_CONCURRENCY": "2",
         "GUNICORN_THREADS": "4",
         "GUNICORN_BIND": f"{HOST_ADDRESSES[role]}:{APP_PORT}",
@@ -593,6 +595,34 @@ def test_both_app_hosts_serve(hosts: Hosts) -> None:
     assert served["none"] == []
     # Round robin over two servers: both get a fair share.
     assert all(len(served[host]) >= 5 for host in APP_HOSTS)
+
+
+def test_a_neighbour_host_cannot_speak_for_clients(hosts: Hosts) -> None:
+    """Another host on the app network (here the Redis host) calling an app host directly, with
+    forwarding headers claiming HTTPS and a client address, is a plain-HTTP client from its own
+    address: only the edge's address may set them."""
+    forged_client = "203.0.113.66"
+
+    def direct() -> tuple[int, bytes]:
+        enter_namespace(hosts.network.namespace("redis"))
+        connection = http.client.HTTPConnection(HOST_ADDRESSES["app1"], APP_PORT, timeout=10)
+        try:
+            headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": forged_client}
+            connection.request("GET", "/api/v1/me", headers=headers)
+            answer = connection.getresponse()
+            return answer.status, answer.read()
+        finally:
+            connection.close()
+
+    # A thread of its own: it stays in the Redis host's namespace once it entered it.
+    with concurrent.futures.ThreadPoolExecutor(1) as neighbour:
+        status, body = neighbour.submit(direct).result(timeout=30)
+    assert status == 403, body
+    assert json.loads(body)["detail"] == "This API is only served over HTTPS."
+    wait_until(lambda: "/api/v1/me" in "\n".join(hosts.log_lines("app1")), "app1's log line")
+    lines = [line for line in hosts.log_lines("app1") if "/api/v1/me" in line]
+    assert all(f'"client": "{HOST_ADDRESSES["redis"]}"' in line for line in lines), lines
+    assert forged_client not in "\n".join(hosts.log_lines("app1"))
 
 
 def test_identical_deliveries_to_both_hosts_are_accepted_once(hosts: Hosts) -> None:

@@ -156,19 +156,20 @@ def test_scopes_are_the_ones_the_decorators_check(app: Flask, document: dict[str
         for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
             security = operation_of(document, method, path)["security"]
             if hasattr(view, "required_scopes"):
-                assert security == [{"bearerAuth": list(view.required_scopes)}], path
+                scopes = list(view.required_scopes)
+                assert security == [{"bearerAuth": scopes}, {"dpopAuth": scopes}], path
             else:
                 assert security == [], path
 
 
 def test_the_documented_scopes_are_the_spec_scopes(document: dict[str, Any]) -> None:
-    assert operation_of(document, "GET", "/api/v1/me")["security"] == [{"bearerAuth": []}]
-    assert operation_of(document, "GET", "/api/v1/items")["security"] == [
-        {"bearerAuth": ["items:read"]}
-    ]
-    assert operation_of(document, "POST", "/api/v1/items")["security"] == [
-        {"bearerAuth": ["items:write"]}
-    ]
+    for method, path, scopes in [
+        ("GET", "/api/v1/me", []),
+        ("GET", "/api/v1/items", ["items:read"]),
+        ("POST", "/api/v1/items", ["items:write"]),
+    ]:
+        security = operation_of(document, method, path)["security"]
+        assert security == [{"bearerAuth": scopes}, {"dpopAuth": scopes}], path
     for path in ("/", "/docs", "/healthz", "/readyz", "/openapi.json"):
         assert operation_of(document, "GET", path)["security"] == []
 
@@ -184,7 +185,7 @@ def test_the_documented_scopes_are_enough_and_each_one_is_needed(
     method: str,
     path: str,
 ) -> None:
-    (requirement,) = operation_of(document, method, path)["security"]
+    requirement = operation_of(document, method, path)["security"][0]
     scopes: list[str] = requirement["bearerAuth"]
     body = {"name": "probe"} if method == "POST" else None
 
@@ -199,11 +200,21 @@ def test_the_documented_scopes_are_enough_and_each_one_is_needed(
     assert client.open(path, method=method, json=body).status_code == 401
 
 
-def test_the_security_scheme_is_a_bearer_jwt(document: dict[str, Any]) -> None:
+def test_the_security_schemes_are_bearer_and_dpop_jwts(document: dict[str, Any]) -> None:
     schemes = document["components"]["securitySchemes"]
-    assert schemes == {"bearerAuth": {**schemes["bearerAuth"], "type": "http"}}
+    assert set(schemes) == {"bearerAuth", "dpopAuth"}
+    assert schemes["bearerAuth"]["type"] == schemes["dpopAuth"]["type"] == "http"
+    # HTTP authentication scheme names, as registered with IANA (RFC 6750, RFC 9449).
     assert schemes["bearerAuth"]["scheme"] == "bearer"
-    assert schemes["bearerAuth"]["bearerFormat"] == "JWT"
+    assert schemes["dpopAuth"]["scheme"] == "DPoP"
+    assert schemes["bearerAuth"]["bearerFormat"] == "JWT"  # OpenAPI allows it for bearer only
+
+
+def test_dpop_required_documents_the_dpop_scheme_only(make_app: Callable[..., Flask]) -> None:
+    document = openapi.build_document(make_app(JWT_DPOP="required"))
+    assert set(document["components"]["securitySchemes"]) == {"dpopAuth"}
+    security = operation_of(document, "GET", "/api/v1/items")["security"]
+    assert security == [{"dpopAuth": ["items:read"]}]
 
 
 # --------------------------------------------------------------------------- API keys
@@ -244,7 +255,11 @@ def test_with_api_keys_on_secured_operations_take_a_token_or_a_key(keys_app: Fla
             security = operation_of(document, method, path)["security"]
             if hasattr(view, "required_scopes"):
                 scopes = list(view.required_scopes)
-                assert security == [{"bearerAuth": scopes}, {"apiKeyAuth": scopes}], path
+                assert security == [
+                    {"bearerAuth": scopes},
+                    {"dpopAuth": scopes},
+                    {"apiKeyAuth": scopes},
+                ], path
             else:
                 assert security == [], path
     scheme = document["components"]["securitySchemes"]["apiKeyAuth"]
@@ -262,8 +277,10 @@ def test_the_document_with_api_keys_validates_as_openapi_3_1(keys_app: Flask) ->
 def test_the_documented_key_scopes_are_enough_and_each_one_is_needed(
     keys_app: Flask, method: str, path: str
 ) -> None:
-    (_, requirement) = operation_of(document_of(keys_app), method, path)["security"]
-    scopes: list[str] = requirement["apiKeyAuth"]
+    security = operation_of(document_of(keys_app), method, path)["security"]
+    [scopes] = [
+        requirement["apiKeyAuth"] for requirement in security if "apiKeyAuth" in requirement
+    ]
     client = keys_app.test_client()
     body = {"name": "probe"} if method == "POST" else None
 

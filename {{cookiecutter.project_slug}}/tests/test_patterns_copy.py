@@ -28,9 +28,9 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from {{ cookiecutter.package_name }} import apikeys, bearer, redaction, transport, webhooks
+from {{ cookiecutter.package_name }} import apikeys, bearer, dpop, redaction, transport, webhooks
 
 # module -> the one third-party library it may use besides Flask/Werkzeug (None: stdlib only,
 # without even Flask, as redaction.py promises).
@@ -39,7 +39,8 @@ STANDALONE: dict[ModuleType, set[str]] = {
     bearer: {"flask", "werkzeug", "jwt"},
     # click: Flask's own CLI library, always installed with it.
     apikeys: {"flask", "werkzeug", "click"},
-    webhooks: {"flask", "werkzeug", "redis"},
+    dpop: {"flask", "werkzeug", "jwt"},
+    webhooks: {"flask", "werkzeug", "redis", "cryptography"},
     redaction: set(),
 }
 # Typing-only stubs of the standard library (imported under TYPE_CHECKING).
@@ -113,6 +114,7 @@ def test_every_pattern_page_is_indexed_and_says_what_it_defends_and_how_to_copy(
         "api-keys.md",
         "webhooks.md",
         "log-redaction.md",
+        "dpop.md",
     }
     for page in pages:
         assert f"]({page.name})" in index, page.name
@@ -240,13 +242,18 @@ def test_bearer_copied_alone_checks_tokens_and_scopes(tmp_path: Path) -> None:
     (tmp_path / "public.pem").write_bytes(public_pem)
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 300}
+    typed = {"typ": "at+jwt"}  # RFC 9068 access tokens, as bearer.py requires by default
     tokens = {
-        "valid": jwt.encode({**claims, "scope": "items:read"}, key, algorithm="RS256"),
-        "missing_scope": jwt.encode({**claims, "scope": "items:write"}, key, algorithm="RS256"),
-        "bad_signature": jwt.encode({**claims, "scope": "items:read"}, stranger, "RS256"),
+        "valid": jwt.encode({**claims, "scope": "items:read"}, key, "RS256", typed),
+        "missing_scope": jwt.encode({**claims, "scope": "items:write"}, key, "RS256", typed),
+        "bad_signature": jwt.encode({**claims, "scope": "items:read"}, stranger, "RS256", typed),
         "expired": jwt.encode(
-            {**claims, "scope": "items:read", "iat": now - 900, "exp": now - 600}, key, "RS256"
+            {**claims, "scope": "items:read", "iat": now - 900, "exp": now - 600},
+            key,
+            "RS256",
+            typed,
         ),
+        "id_token": jwt.encode({**claims, "scope": "items:read", "nonce": "n"}, key, "RS256"),
         "none": "",
     }
     files = {"check.py": BEARER_CHECK, "tokens.json": json.dumps(tokens)}
@@ -255,7 +262,7 @@ def test_bearer_copied_alone_checks_tokens_and_scopes(tmp_path: Path) -> None:
     assert seen["missing_scope"][0] == 403
     assert 'error="insufficient_scope"' in seen["missing_scope"][1]
     assert 'scope="items:read"' in seen["missing_scope"][1]
-    for name in ("bad_signature", "expired"):
+    for name in ("bad_signature", "expired", "id_token"):
         assert seen[name][0] == 401, name
         assert 'error="invalid_token"' in seen[name][1], name
     assert seen["none"] == [401, 'Bearer realm="api"']
@@ -338,6 +345,96 @@ def test_apikeys_copied_alone_issues_checks_and_revokes_keys(tmp_path: Path) -> 
     assert key_id in seen["listed"]
     assert key not in seen["listed"]
     assert key not in key_file.read_text()
+
+
+# --------------------------------------------------------------------------- dpop.py
+
+
+DPOP_APP = """
+from flask import Flask, jsonify
+
+import dpop
+
+
+class Store:  # one process here; a real app shares the webhooks replay store
+    def __init__(self):
+        self.seen = set()
+
+    def claim(self, key, lease_seconds, owner):
+        if key in self.seen:
+            return "processing"
+        self.seen.add(key)
+        return "claimed"
+
+
+app = Flask(__name__)
+dpop.init_app(app, store=Store())
+
+
+@app.route("/items", methods=["GET", "POST"])
+def items():
+    # What bearer.py does for a DPoP-bound token: the token's cnf.jkt is passed along.
+    from flask import request
+
+    token, bound_to = request.headers["X-Token"], request.headers["X-Bound-To"]
+    try:
+        app.extensions["dpop"].verify_proof(token, bound_to, leeway=30)
+    except ValueError as refused:
+        return jsonify(error=refused.error), 401
+    return jsonify(ok=True)
+"""
+
+DPOP_CHECK = """
+import json
+
+from app import app
+
+client = app.test_client()
+cases = json.load(open("cases.json"))
+seen = {}
+for name, case in cases.items():
+    response = client.open("/items", method=case["method"], headers=case["headers"],
+                           base_url="https://copy.example")
+    seen[name] = [response.status_code, response.get_json()]
+print(json.dumps(seen))
+"""
+
+
+def test_dpop_copied_alone_checks_proofs(tmp_path: Path) -> None:
+    key, stranger = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    token = "an-access-token"
+    ath = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+
+    def public_jwk(private_key: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
+        jwk: dict[str, Any] = jwt.algorithms.ECAlgorithm.to_jwk(
+            private_key.public_key(), as_dict=True
+        )
+        return jwk
+
+    def proof(private_key: ec.EllipticCurvePrivateKey, method: str) -> str:
+        claims = {"jti": secrets.token_hex(8), "htm": method, "htu": "https://copy.example/items",
+                  "iat": int(time.time()), "ath": ath}  # fmt: skip
+        headers = {"typ": "dpop+jwt", "jwk": public_jwk(private_key)}
+        return jwt.encode(claims, private_key, algorithm="ES256", headers=headers)
+
+    jkt = dpop.jwk_thumbprint(public_jwk(key))
+
+    def case(method: str, value: str) -> dict[str, Any]:
+        return {"method": method, "headers": {"X-Token": token, "X-Bound-To": jkt, "DPoP": value}}
+
+    first = proof(key, "GET")
+    cases = {
+        "valid": case("GET", first),
+        "replayed": case("GET", first),
+        "other_method": case("POST", proof(key, "GET")),
+        "other_key": case("GET", proof(stranger, "GET")),
+    }
+    files = {"check.py": DPOP_CHECK, "cases.json": json.dumps(cases)}
+    seen = printed(run_copied(dpop, tmp_path, DPOP_APP, files))
+    assert seen["valid"] == [200, {"ok": True}]
+    assert seen["replayed"] == [401, {"error": "invalid_dpop_proof"}]
+    assert seen["other_method"] == [401, {"error": "invalid_dpop_proof"}]
+    assert seen["other_key"] == [401, {"error": "invalid_token"}]
 
 
 # --------------------------------------------------------------------------- webhooks.py

@@ -3,6 +3,7 @@ README documents reaches the part of the service that owns it."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -21,6 +23,7 @@ from {{ cookiecutter.package_name }}.settings import (
     ConfigError,
     load_settings,
     read_environment,
+    refuse_local_issuer,
 )
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -32,6 +35,8 @@ NGINX_SITE = PROJECT / "deploy" / "nginx" / "templates" / "default.conf.template
 def production_env(base_env: dict[str, str]) -> dict[str, str]:
     env = {**base_env, "APP_ENV": "production"}
     env.pop("REPLAY_STORE_URL")
+    # Production keeps no signing key of its own: only the public key it trusts.
+    env.pop("JWT_DEV_PRIVATE_KEY_FILE")
     return env
 
 
@@ -82,8 +87,11 @@ UNSAFE_PRODUCTION = [
     pytest.param({"REPLAY_STORE_URL": "postgres://db/x"}, "REPLAY_STORE_URL", id="unknown-store"),
     pytest.param({"APP_ENV": "staging"}, "APP_ENV", id="unknown-env"),
     pytest.param({"HSTS_MAX_AGE": "two years"}, "HSTS_MAX_AGE", id="hsts-not-a-number"),
-    pytest.param({"HSTS_PRELOAD": "1", "HSTS_MAX_AGE": "300"}, "HSTS_PRELOAD", id="preload-short"),
+    # Preload's own floor is the same year; in production the general floor speaks first.
+    pytest.param({"HSTS_PRELOAD": "1", "HSTS_MAX_AGE": "300"}, "HSTS_MAX_AGE", id="preload-short"),
     pytest.param({"HSTS_PRELOAD": "maybe"}, "HSTS_PRELOAD", id="flag-garbage"),
+    pytest.param({"HSTS_MAX_AGE": "0"}, "HSTS_MAX_AGE", id="hsts-off"),
+    pytest.param({"HSTS_MAX_AGE": "31535999"}, "HSTS_MAX_AGE", id="hsts-under-a-year"),
     pytest.param({"TRUSTED_PROXY_HOPS": "-1"}, "TRUSTED_PROXY_HOPS", id="negative-hops"),
     pytest.param({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", id="unknown-log-level"),
     pytest.param({"JWT_ISSUER": "https://dev-issuer.localhost/"}, "JWT_ISSUER", id="dev-issuer"),
@@ -111,6 +119,15 @@ LOCAL_ISSUERS = [
     "https://[::1]/",
     "https://[::ffff:127.0.0.1]/",
     "https://[::]/",
+    "https://0177.0.0.1/",
+    "https://[::1%25lo]/",
+    "https://[::127.0.0.1]/",  # IPv4-compatible IPv6, deprecated but still a spelling
+    "https://%6cocalhost/",  # percent-encoded, as URL parsers decode it
+    "https://localhost%2e/",
+    "https://ip6-localhost/",  # Debian's names for ::1
+    "https://ip6-loopback/",
+    "https://localhost.localdomain/",  # Red Hat's
+    "https://localhost6.localdomain6./",
 ]
 
 
@@ -127,6 +144,51 @@ def test_every_spelling_of_a_local_issuer_is_refused_in_production(
 )
 def test_real_issuers_are_accepted_in_production(base_env: dict[str, str], issuer: str) -> None:
     assert load_settings({**production_env(base_env), "JWT_ISSUER": issuer}).is_production
+
+
+def test_names_this_hosts_file_maps_to_loopback_are_local_issuers(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text(
+        "127.0.0.1 localhost\n127.0.1.1 build-box build-box.lan # Debian's own name\n"
+        "::1 localhost ip6-localhost\n10.1.2.3 idp.internal\n"
+    )
+    for issuer in ("https://build-box/", "https://BUILD-BOX.lan./"):
+        with pytest.raises(ConfigError, match=r"^JWT_ISSUER: "):
+            refuse_local_issuer(issuer, hosts_file=hosts)
+    refuse_local_issuer("https://idp.internal/", hosts_file=hosts)
+    refuse_local_issuer("https://build-box/", hosts_file=tmp_path / "missing")
+
+
+def test_the_dev_key_is_refused_in_production(
+    base_env: dict[str, str], signing_keys: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a production start from a checkout would trust if the bake's .env filled in the
+    # key: the public half of a pair whose private half sits on this host for dev-token.
+    env = {**production_env(base_env), "JWT_DEV_PRIVATE_KEY_FILE": str(signing_keys.private_file)}
+    assert refusal(env).startswith("JWT_PUBLIC_KEY_FILE: ")
+    # The same through the default dev key location, relative to the working directory.
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "dev_jwt_private.pem").write_bytes(signing_keys.private_pem)
+    monkeypatch.chdir(tmp_path)
+    assert refusal(production_env(base_env)).startswith("JWT_PUBLIC_KEY_FILE: ")
+    # Outside production, that pair is exactly what local development uses.
+    assert start({**env, "APP_ENV": "development"}).config["APP_ENV"] == "development"
+
+
+@pytest.mark.parametrize(("app_env", "refused"), [(None, True), ("production", True),
+                                                  ("staging", True), ("development", False),
+                                                  ("test", False)])  # fmt: skip
+def test_nginx_refuses_a_short_hsts_outside_development(app_env: str | None, refused: bool) -> None:
+    # nginx sends the HSTS header clients see (it hides the app's copy), so it checks too;
+    # an unknown APP_ENV counts as production there, as the app refuses it anyway.
+    settings = {"HSTS_MAX_AGE": "0"} | ({"APP_ENV": app_env} if app_env else {})
+    derived = run_nginx_derive(settings)
+    if refused:
+        assert derived.returncode != 0
+        assert derived.stderr.startswith("configuration error: HSTS_MAX_AGE: ")
+    else:
+        assert derived.returncode == 0, derived.stderr
+    assert run_nginx_derive({**settings, "HSTS_MAX_AGE": "31536000"}).returncode == 0
 
 
 # Flask turns its debugger on for every FLASK_DEBUG value but these (flask.helpers).
@@ -203,8 +265,16 @@ def test_web_concurrency_must_be_a_positive_whole_number(
 def test_webhook_secrets_are_split_for_rotation(base_env: dict[str, str]) -> None:
     old, new = base_env["WEBHOOK_SECRET"], "whsec_" + "A" * 44
     app = start({**base_env, "WEBHOOK_SECRET": f"{old}  {new}"})
-    keys = app.extensions["webhooks"].secrets[webhooks.STANDARD_WEBHOOKS.name]
+    keys = app.extensions["webhooks"].keys[webhooks.STANDARD_WEBHOOKS.name]["v1"]
     assert keys == (webhooks.decode_standard_secret(old), webhooks.decode_standard_secret(new))
+
+
+def test_a_webhook_public_key_alone_is_enough_in_production(base_env: dict[str, str]) -> None:
+    # v1a: the receiver holds only the sender's public key, no shared secret at all.
+    env: dict[str, str | None] = {**production_env(base_env), "WEBHOOK_SECRET": None}
+    env["WEBHOOK_PUBLIC_KEY"] = WEBHOOK_PUBLIC_KEY
+    keys = start(env).extensions["webhooks"].keys[webhooks.STANDARD_WEBHOOKS.name]
+    assert keys == {"v1": (), "v1a": (PUBLIC_KEY_BYTES,)}
 
 
 def test_secrets_never_appear_in_repr_or_errors(base_env: dict[str, str]) -> None:
@@ -276,13 +346,29 @@ def bearer_of(app: Flask) -> Any:
     return app.extensions["bearer"]
 
 
+def dpop_of(app: Flask) -> Any:
+    return app.extensions["dpop"]
+
+
 def webhooks_of(app: Flask) -> Any:
     return app.extensions["webhooks"]
+
+
+def standard_keys(app: Flask) -> Any:
+    return webhooks_of(app).keys[webhooks.STANDARD_WEBHOOKS.name]
 
 
 def proxy_fix_hops(app: Flask) -> object:
     middleware = app.wsgi_app
     return middleware.x_for if isinstance(middleware, ProxyFix) else 0
+
+
+def speaks_for_clients(app: Flask, peer: str) -> bool:
+    """Whether the app believes peer's X-Forwarded-Proto (HSTS goes only on HTTPS answers)."""
+    response = app.test_client().get(
+        "/healthz", headers={"X-Forwarded-Proto": "https"}, environ_base={"REMOTE_ADDR": peer}
+    )
+    return "Strict-Transport-Security" in response.headers
 
 
 def hsts_of(app: Flask) -> object:
@@ -291,6 +377,8 @@ def hsts_of(app: Flask) -> object:
 
 
 GITHUB_SECRET = "g" * 40
+PUBLIC_KEY_BYTES = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+WEBHOOK_PUBLIC_KEY = "whpk_" + base64.b64encode(PUBLIC_KEY_BYTES).decode()
 STRIPE_SECRET = "whsec_" + "s" * 40
 
 DOCUMENTED: dict[str, Documented] = {
@@ -306,8 +394,7 @@ DOCUMENTED: dict[str, Documented] = {
     "JWT_ALGORITHMS": Documented("HS256", "RS256,PS256", lambda app: bearer_of(app).algorithms,
                                  ("RS256", "PS256")),
     "JWT_LEEWAY_SECONDS": Documented("301", "300", lambda app: bearer_of(app).leeway, 300),
-    "JWT_TOKEN_TYPE": Documented("a b", "application/at+jwt",
-                                 lambda app: bearer_of(app).token_type, "application/at+jwt"),
+    "JWT_TOKEN_TYPE": Documented("a b", "any", lambda app: bearer_of(app).token_type, None),
     "JWT_REALM": Documented('x"y', "orders", lambda app: bearer_of(app).realm, "orders"),
     "JWT_MAX_TOKEN_BYTES": Documented("255", "256",
                                       lambda app: bearer_of(app).max_token_bytes, 256),
@@ -321,15 +408,25 @@ DOCUMENTED: dict[str, Documented] = {
     "API_KEYS_FILE": Documented("/nonexistent/api-keys.json", "api-keys.json",
                                 lambda app: app.extensions["apikeys"].key_file.path,
                                 Path("api-keys.json"), files=(("api-keys.json", '{"keys": []}'),)),
+    "JWT_DPOP": Documented("sometimes", "required", lambda app: dpop_of(app).required, True),
+    "JWT_DPOP_ALGORITHMS": Documented("ES256 HS256", "ES256,EdDSA",
+                                      lambda app: dpop_of(app).algorithms, ("ES256", "EdDSA")),
+    "JWT_DPOP_ORIGINS": Documented("http://api.example.com",
+                                   "https://API.example.com:443 https://localhost:8443",
+                                   lambda app: dpop_of(app).origins,
+                                   frozenset({"https://api.example.com", "https://localhost:8443"})),
     "JWT_DEV_PRIVATE_KEY_FILE": Documented("/nonexistent.pem", "", lambda app: None, None,
                                            owner="dev-token"),
     "WEBHOOK_SECRET": Documented("whsec_!!!", "whsec_" + "B" * 44,
-                                 lambda app: len(webhooks_of(app).secrets["standard-webhooks"]), 1),
+                                 lambda app: len(standard_keys(app)["v1"]), 1),
+    "WEBHOOK_PUBLIC_KEY": Documented("whsk_" + "A" * 86, WEBHOOK_PUBLIC_KEY,
+                                     lambda app: standard_keys(app)["v1a"],
+                                     (PUBLIC_KEY_BYTES,)),
     "GITHUB_WEBHOOK_SECRET": Documented("g" * 31, GITHUB_SECRET,
-                                        lambda app: webhooks_of(app).secrets["github"],
+                                        lambda app: webhooks_of(app).keys["github"]["sha256"],
                                         (GITHUB_SECRET.encode(),), production=True),
     "STRIPE_WEBHOOK_SECRET": Documented("whsec_" + "s" * 25, STRIPE_SECRET,
-                                        lambda app: webhooks_of(app).secrets["stripe"],
+                                        lambda app: webhooks_of(app).keys["stripe"]["v1"],
                                         (STRIPE_SECRET.encode(),), production=True),
     "WEBHOOK_TOLERANCE_SECONDS": Documented("3601", "3600",
                                             lambda app: webhooks_of(app).tolerance, 3600),
@@ -340,6 +437,8 @@ DOCUMENTED: dict[str, Documented] = {
                                    lambda app: type(webhooks_of(app).store).__name__,
                                    "SqliteReplayStore"),
     "TRUSTED_PROXY_HOPS": Documented("-1", "2", proxy_fix_hops, 2),
+    "FORWARDED_ALLOW_IPS": Documented("10.0.0.300", "10.0.0.0/8",
+                                      lambda app: speaks_for_clients(app, "10.1.2.3"), True),
     "HSTS_MAX_AGE": Documented("-5", "31536000", hsts_of, "max-age=31536000; includeSubDomains"),
     "HSTS_PRELOAD": Documented("maybe", "yes", hsts_of,
                                "max-age=63072000; includeSubDomains; preload"),
@@ -458,3 +557,23 @@ def test_valid_value_reaches_the_part_that_owns_it(
         env.update(JWT_PUBLIC_KEY_FILE=None, JWT_JWKS_URL="http://127.0.0.1:9/jwks")
     app = start({**env, name: case.valid})
     assert case.seen(app) == case.expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "GUNICORN_TIMEOUT",  # 0: a stuck worker is never replaced
+        "GUNICORN_LIMIT_REQUEST_LINE",  # 0: request lines of any length
+        "GUNICORN_LIMIT_REQUEST_FIELDS",  # 0: gunicorn's maximum, 32768 headers
+        "GUNICORN_LIMIT_REQUEST_FIELD_SIZE",  # 0: headers of any size
+    ],
+)
+def test_gunicorn_limits_never_mean_unlimited(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # gunicorn reads 0 as "no limit" for each of these: a typo would start without the fence.
+    monkeypatch.chdir(tmp_path)  # no .env here: only the environment counts
+    with pytest.raises(SystemExit):
+        load_gunicorn_conf({name: "0"})
+    assert capsys.readouterr().err.startswith(f"configuration error: {name}: ")
+    assert load_gunicorn_conf({name: "100"})[name.removeprefix("GUNICORN_").lower()] == 100

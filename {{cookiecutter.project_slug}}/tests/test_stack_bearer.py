@@ -12,6 +12,7 @@ import http.client
 import json
 import re
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from joserfc.jwk import RSAKey
 from jose_helpers import (
     MISSING,
     JwksServer,
+    TricklingJwksServer,
     hs256_token,
     make_claims,
     mint,
@@ -48,8 +50,7 @@ def other_key() -> RSAKey:
 def token_for(live_stack: LiveStack, stack_key: RSAKey) -> Callable[..., str]:
     def build(key: RSAKey | None = None, **claims: Any) -> str:
         values = {"iss": live_stack.issuer, "aud": live_stack.audience, **claims}
-        # The bake's .env requires RFC 9068 access tokens (JWT_TOKEN_TYPE=at+jwt).
-        return mint(key or stack_key, make_claims(**values), typ="at+jwt")
+        return mint(key or stack_key, make_claims(**values))
 
     return build
 
@@ -123,7 +124,9 @@ def test_scheme_variants_pass_through_nginx(
 def test_no_token_gets_bare_challenge(live_stack: LiveStack) -> None:
     response = live_stack.https("GET", "/api/v1/items")
     problem(response, 401)
-    assert response.header("WWW-Authenticate") == 'Bearer realm="api"'
+    assert response.header("WWW-Authenticate") == (
+        'Bearer realm="api", DPoP realm="api", algs="ES256 RS256 PS256 EdDSA"'
+    )
 
 
 def test_two_authorization_headers_are_invalid_request(
@@ -261,3 +264,55 @@ def test_jwks_unreachable_from_start_is_503(
     problem(response, 503)
     assert stack.https("GET", "/readyz").status == 503
     assert stack.https("GET", "/healthz").status == 200
+
+
+def test_slow_jwks_provider_never_stalls_a_worker(
+    start_stack: Callable[..., LiveStack], other_key: RSAKey
+) -> None:
+    # One worker process, forked from the master that built the app and fetched the keys
+    # first: its fetches run on a thread the worker starts itself.
+    provider = TricklingJwksServer()
+    unknown_key = RSAKey.generate_key(2048)
+    try:
+        provider.publish(other_key)
+        settings = {
+            **jwks_settings(provider.url),
+            "WEB_CONCURRENCY": "1",
+            "GUNICORN_THREADS": "4",
+            "JWT_JWKS_TIMEOUT_SECONDS": "2",
+            "JWT_JWKS_CACHE_SECONDS": "1",
+            "JWT_JWKS_COOLDOWN_SECONDS": "0",
+        }
+        stack = start_stack(settings=settings)
+        claims = make_claims(iss=stack.issuer, aud=stack.audience)
+        cached = bearer(mint(other_key, claims))
+        assert stack.https("GET", "/api/v1/me", headers=cached).status == 200
+        provider.trickle = True  # from now on every fetch stalls, one byte a second
+        time.sleep(1.1)  # and the cached key set is due for a refresh
+        unknown: list[tuple[int, float]] = []
+
+        def call_with_unknown_kid() -> None:
+            started = time.monotonic()
+            status = stack.https("GET", "/api/v1/me", headers=bearer(mint(unknown_key, claims)))
+            unknown.append((status.status, time.monotonic() - started))
+
+        callers = [threading.Thread(target=call_with_unknown_kid) for _ in range(2)]
+        for caller in callers:
+            caller.start()
+        time.sleep(0.3)  # both now wait on a stalled fetch, on two of the four threads
+        for path, headers in [("/api/v1/me", cached), ("/healthz", {})] * 3:
+            started = time.monotonic()
+            assert stack.https("GET", path, headers=headers).status == 200
+            assert time.monotonic() - started < 1.0, f"{path} waited on the stalled fetch"
+        for caller in callers:
+            caller.join(timeout=15)
+        assert [status for status, _ in unknown] == [401, 401]
+        assert all(elapsed < 2 + 1.5 for _, elapsed in unknown), unknown
+        # The stalled fetches ended at their deadline and left nothing stuck: once the
+        # provider answers again, a new key is fetched and accepted.
+        provider.trickle = False
+        provider.publish(other_key, unknown_key)
+        response = stack.https("GET", "/api/v1/me", headers=bearer(mint(unknown_key, claims)))
+        assert response.status == 200
+    finally:
+        provider.stop()

@@ -129,6 +129,79 @@ def test_forwarded_host_is_taken_from_the_trusted_proxy(client: FlaskClient) -> 
     assert seen == {"addr": "127.0.0.1", "scheme": "https", "host": "api.example.com"}
 
 
+# --- who may speak for the client: only the configured proxy addresses --------------------------
+
+
+def from_peer(client: FlaskClient, peer: str, headers: dict[str, str]) -> dict[str, object]:
+    response = client.get("/where", headers=headers, environ_base={"REMOTE_ADDR": peer})
+    return {"status": response.status_code, **(response.get_json() or {})}
+
+
+FORGED = {
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-For": "203.0.113.9",
+    "X-Forwarded-Host": "api.example.com",
+}
+
+
+def test_forwarding_headers_from_a_peer_that_is_not_a_proxy_are_ignored(
+    client: FlaskClient,
+) -> None:
+    # Another container on the proxy's network reaching the app directly: it cannot claim
+    # HTTPS (so plain HTTP is refused), another client address, or another host.
+    assert from_peer(client, "172.18.0.5", FORGED)["status"] == 403
+    direct_https = client.get(
+        "/where", base_url="https://localhost", headers=FORGED,
+        environ_base={"REMOTE_ADDR": "172.18.0.5"},
+    ).get_json()  # fmt: skip
+    assert direct_https == {"addr": "172.18.0.5", "scheme": "https", "host": "localhost"}
+
+
+def test_the_headers_are_gone_for_the_app_too() -> None:
+    app = bare_app()
+
+    @app.get("/headers")
+    def headers() -> dict[str, object]:
+        from flask import request  # noqa: PLC0415
+
+        return {name: request.headers.get(name) for name in (*FORGED, "Forwarded")}
+
+    response = app.test_client().get(
+        "/headers", base_url="https://localhost", headers={**FORGED, "Forwarded": "for=1.2.3.4"},
+        environ_base={"REMOTE_ADDR": "172.18.0.5"},
+    )  # fmt: skip
+    assert set(response.get_json().values()) == {None}
+
+
+@pytest.mark.parametrize(
+    ("allowed", "peer", "trusted"),
+    [
+        (None, "127.0.0.1", True),  # the default: a proxy on this host
+        (None, "::1", True),
+        (None, "::ffff:127.0.0.1", True),  # a dual-stack socket's spelling of it
+        (None, "", True),  # a unix socket: its file permissions are the fence
+        (None, "127.0.0.2", False),
+        (None, "10.0.0.7", False),
+        ("10.89.253.2", "10.89.253.2", True),
+        ("10.89.253.2", "10.89.253.1", False),
+        ("10.0.0.0/8, fd00::/8", "10.200.1.1", True),
+        ("10.0.0.0/8, fd00::/8", "fd12::1", True),
+        ("10.0.0.0/8, fd00::/8", "127.0.0.1", False),
+        ("*", "198.51.100.7", True),
+    ],
+)
+def test_forwarded_allow_ips_names_the_proxies(
+    allowed: str | None, peer: str, trusted: bool
+) -> None:
+    config = {} if allowed is None else {"FORWARDED_ALLOW_IPS": allowed}
+    seen = from_peer(bare_app(**config).test_client(), peer, FORGED)
+    if trusted:
+        assert seen == {"status": 200, "addr": "203.0.113.9", "scheme": "https",
+                        "host": "api.example.com"}  # fmt: skip
+    else:
+        assert seen["status"] == 403
+
+
 def test_preload_is_opt_in() -> None:
     client = bare_app(HSTS_PRELOAD="true", HSTS_MAX_AGE="31536000").test_client()
     response = client.get("/where", headers=VIA_PROXY_HTTPS)
@@ -157,6 +230,9 @@ def test_a_view_may_choose_its_own_cache_policy(client: FlaskClient) -> None:
         ({"HSTS_MAX_AGE": -5}, "HSTS_MAX_AGE"),
         ({"HSTS_PRELOAD": "maybe"}, "HSTS_PRELOAD"),
         ({"HSTS_PRELOAD": True, "HSTS_MAX_AGE": 300}, "HSTS_PRELOAD"),
+        ({"FORWARDED_ALLOW_IPS": "10.0.0.300"}, "FORWARDED_ALLOW_IPS"),
+        ({"FORWARDED_ALLOW_IPS": "10.0.0.1/8"}, "FORWARDED_ALLOW_IPS"),  # host bits set
+        ({"FORWARDED_ALLOW_IPS": "nginx"}, "FORWARDED_ALLOW_IPS"),  # names are not resolved
     ],
 )
 def test_bad_configuration_is_refused_at_init(config: dict[str, object], message: str) -> None:

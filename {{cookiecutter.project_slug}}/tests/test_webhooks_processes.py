@@ -386,13 +386,13 @@ def test_redis_store_lifecycle(redis_server: tuple[str, subprocess.Popen[bytes]]
     store = webhooks.RedisReplayStore(url)
     client = redis.Redis.from_url(url)
     assert store.ping() is True
-    assert store.claim("k", 60) == "claimed"
+    assert store.claim("k", 60, "a") == "claimed"
     assert 0 < client.ttl("webhook-replay:k") <= 60
-    assert store.claim("k", 60) == "processing"
-    store.release("k")
-    assert store.claim("k", 60) == "claimed"
+    assert store.claim("k", 60, "b") == "processing"
+    store.release("k", "a")
+    assert store.claim("k", 60, "b") == "claimed"
     store.complete("k", 3600)
-    assert store.claim("k", 60) == "done"
+    assert store.claim("k", 60, "c") == "done"
     assert 3590 < client.ttl("webhook-replay:k") <= 3600
     client.close()
 
@@ -400,9 +400,9 @@ def test_redis_store_lifecycle(redis_server: tuple[str, subprocess.Popen[bytes]]
 def test_redis_keys_expire(redis_server: tuple[str, subprocess.Popen[bytes]]) -> None:
     url, _ = redis_server
     store = webhooks.RedisReplayStore(url)
-    assert store.claim("short", 1) == "claimed"
+    assert store.claim("short", 1, "a") == "claimed"
     time.sleep(1.2)
-    assert store.claim("short", 1) == "claimed"
+    assert store.claim("short", 1, "b") == "claimed"
 
 
 def test_redis_claim_is_exclusive_across_threads(
@@ -414,7 +414,7 @@ def test_redis_claim_is_exclusive_across_threads(
 
     def claim() -> str:
         barrier.wait()
-        return store.claim("same", 60)
+        return store.claim("same", 60, threading.current_thread().name)
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda _: claim(), range(16)))
@@ -426,14 +426,14 @@ def test_redis_store_down_raises_store_unavailable(
 ) -> None:
     url, process = redis_server
     store = webhooks.RedisReplayStore(url)
-    assert store.claim("k", 60) == "claimed"
+    assert store.claim("k", 60, "a") == "claimed"
     stop(process)
     started = time.monotonic()
     with pytest.raises(webhooks.StoreUnavailable):
-        store.claim("other", 60)
+        store.claim("other", 60, "a")
     with pytest.raises(webhooks.StoreUnavailable):
         store.complete("k", 60)
     with pytest.raises(webhooks.StoreUnavailable):
-        store.release("k")
+        store.release("k", "a")
     assert store.ping() is False
     assert time.monotonic() - started < 10  # fails fast, no long retry backoff

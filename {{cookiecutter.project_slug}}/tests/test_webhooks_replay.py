@@ -1,4 +1,8 @@
-"""Replay protection: duplicates, handler failure, in-flight deliveries, and the stores."""
+"""Replay protection: duplicates, handler failure, in-flight deliveries, and the stores.
+
+The tests through the app and the ownership tests run against every store: memory, SQLite and
+a real Redis (redis-server on a free port; missing, it fails under CI=true and skips elsewhere).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import json
 import multiprocessing
 import os
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -22,7 +27,11 @@ import stripe
 from flask import Flask, Response
 from flask.testing import FlaskClient
 
+import test_webhooks_processes
 from {{ cookiecutter.package_name }} import events, webhooks
+
+# redis-server on a free 127.0.0.1 port, without persistence, stopped by its pid.
+redis_server = test_webhooks_processes.redis_server
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -72,10 +81,13 @@ def bare_app(
     return app
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> webhooks.ReplayStore:
     if request.param == "memory":
         return webhooks.MemoryReplayStore()
+    if request.param == "redis":
+        url, _ = request.getfixturevalue("redis_server")
+        return webhooks.RedisReplayStore(url)
     return webhooks.SqliteReplayStore(str(tmp_path / "replay.sqlite3"))
 
 
@@ -129,7 +141,7 @@ def test_delivery_in_flight_elsewhere_is_409_not_accepted(
 ) -> None:
     handler = FlakyHandler()
     client = bare_app(tmp_path, handler, store).test_client()
-    assert store.claim("standard-webhooks:msg_busy", 60) == "claimed"  # another worker
+    assert store.claim("standard-webhooks:msg_busy", 60, "worker-2") == "claimed"
     response = post(client, b'{"type": "x"}', "msg_busy")
     assert response.status_code == 409
     assert response.mimetype == "application/problem+json"
@@ -137,22 +149,102 @@ def test_delivery_in_flight_elsewhere_is_409_not_accepted(
     assert handler.processed == []
 
 
+class SlowFirstAttempt:
+    """A handler whose first call hangs until told to fail (a downstream that timed out);
+    every later call is recorded and returns, or, with ``hold_second``, waits to be let go."""
+
+    def __init__(self, hold_second: bool = False) -> None:
+        self.runs = 0
+        self.first_started = threading.Event()
+        self.fail_first = threading.Event()
+        self.second_started = threading.Event()
+        self.finish_second = threading.Event()
+        self.hold_second = hold_second
+
+    def __call__(self, event: webhooks.WebhookEvent) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            self.first_started.set()
+            assert self.fail_first.wait(10)
+            raise RuntimeError("downstream timed out")
+        if self.runs == 2 and self.hold_second:
+            self.second_started.set()
+            assert self.finish_second.wait(10)
+
+
+def post_in_thread(app: Flask, body: bytes, msg_id: str) -> tuple[threading.Thread, list[Any]]:
+    answers: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: answers.append(post(app.test_client(), body, msg_id)), daemon=True
+    )
+    thread.start()
+    return thread, answers
+
+
+LEASE = 1  # seconds: the smallest lease, so that it lapses within the test
+
+
+def test_late_failure_after_the_retry_was_accepted_keeps_it_a_duplicate(
+    tmp_path: Path, store: webhooks.ReplayStore
+) -> None:
+    # The first attempt outlives its lease; the sender's retry takes the delivery over and is
+    # accepted; then the first attempt fails. Its release must not erase the retry's "done".
+    handler = SlowFirstAttempt()
+    app = bare_app(tmp_path, handler, store, WEBHOOK_LEASE_SECONDS=LEASE)
+    body = b'{"type": "order.paid"}'
+    first, first_answer = post_in_thread(app, body, "msg_late_failure")
+    assert handler.first_started.wait(10)
+    time.sleep(LEASE + 0.2)
+    assert post(app.test_client(), body, "msg_late_failure").get_json() == {"status": "accepted"}
+    handler.fail_first.set()
+    first.join(10)
+    assert first_answer[0].status_code == 500
+    replay = post(app.test_client(), body, "msg_late_failure")
+    assert replay.get_json() == {"status": "duplicate"}
+    assert handler.runs == 2
+
+
+def test_late_failure_never_frees_a_claim_a_retry_took_over(
+    tmp_path: Path, store: webhooks.ReplayStore
+) -> None:
+    # As above, but the retry is still in its handler when the first attempt fails: the claim
+    # is the retry's now, so a third copy must wait (409), not run beside it.
+    handler = SlowFirstAttempt(hold_second=True)
+    app = bare_app(tmp_path, handler, store, WEBHOOK_LEASE_SECONDS=LEASE)
+    body = b'{"type": "order.paid"}'
+    first, first_answer = post_in_thread(app, body, "msg_taken_over")
+    assert handler.first_started.wait(10)
+    time.sleep(LEASE + 0.2)
+    retry, retry_answer = post_in_thread(app, body, "msg_taken_over")
+    assert handler.second_started.wait(10)
+    handler.fail_first.set()
+    first.join(10)
+    assert first_answer[0].status_code == 500
+    third = post(app.test_client(), body, "msg_taken_over")
+    assert third.status_code == 409, third.get_json()
+    handler.finish_second.set()
+    retry.join(10)
+    assert retry_answer[0].get_json() == {"status": "accepted"}
+    assert post(app.test_client(), body, "msg_taken_over").get_json() == {"status": "duplicate"}
+    assert handler.runs == 2
+
+
 def test_unverified_delivery_never_touches_the_store(tmp_path: Path) -> None:
     store = webhooks.MemoryReplayStore()
     client = bare_app(tmp_path, FlakyHandler(), store).test_client()
     headers = signed(b'{"a": 1}', "msg_forged")
     assert client.post("/hook", data=b'{"a": 2}', headers=headers).status_code == 401
-    assert store.claim("standard-webhooks:msg_forged", 60) == "claimed"
+    assert store.claim("standard-webhooks:msg_forged", 60, "test") == "claimed"
 
 
 class BrokenStore:
-    def claim(self, key: str, lease_seconds: int) -> webhooks.ClaimResult:
+    def claim(self, key: str, lease_seconds: int, owner: str) -> webhooks.ClaimResult:
         raise webhooks.StoreUnavailable("down")
 
     def complete(self, key: str, ttl_seconds: int) -> None:
         raise webhooks.StoreUnavailable("down")
 
-    def release(self, key: str) -> None:
+    def release(self, key: str, owner: str) -> None:
         raise webhooks.StoreUnavailable("down")
 
     def ping(self) -> bool:
@@ -235,6 +327,54 @@ def test_default_store_is_a_sqlite_file_in_the_instance_folder(tmp_path: Path) -
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_sqlite_store_is_private_to_this_user(tmp_path: Path) -> None:
+    # Whoever can write the file (or its -wal/-shm companions, or swap them in the directory)
+    # can make the service forget accepted deliveries, so replays would be processed again.
+    app = bare_app(tmp_path, FlakyHandler())  # the default: a file in the instance folder
+    instance = tmp_path / "instance"
+    # SQLite drops -wal and -shm when the last connection closes: hold one open meanwhile.
+    holder = sqlite3.connect(instance / "webhook-replay.sqlite3")
+    try:
+        holder.execute("SELECT count(*) FROM webhook_deliveries").fetchall()
+        assert post(app.test_client(), b'{"type": "x"}', "msg_private").status_code == 200
+        assert stat.S_IMODE(instance.stat().st_mode) == 0o700
+        for suffix in ("", "-wal", "-shm"):
+            name = f"webhook-replay.sqlite3{suffix}"
+            assert stat.S_IMODE((instance / name).stat().st_mode) == 0o600, name
+    finally:
+        holder.close()
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777])  # sticky or not, like /tmp
+def test_sqlite_store_in_a_directory_everyone_may_write_is_refused(
+    tmp_path: Path, mode: int
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    with pytest.raises(ValueError, match=r"^REPLAY_STORE_URL: .*writable by everyone"):
+        bare_app(tmp_path, FlakyHandler(), REPLAY_STORE_URL=f"sqlite://{shared}/replay.db")
+
+
+def test_sqlite_store_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.db").touch(mode=0o600)
+    (tmp_path / "replay.db").symlink_to(tmp_path / "elsewhere.db")
+    with pytest.raises(ValueError, match=r"^REPLAY_STORE_URL: .*symbolic link"):
+        bare_app(tmp_path, FlakyHandler(), REPLAY_STORE_URL=f"sqlite://{tmp_path}/replay.db")
+
+
+@pytest.mark.parametrize("planted", ["replay.db", "replay.db-wal", "replay.db-shm"])
+def test_sqlite_store_files_someone_else_made_are_refused(tmp_path: Path, planted: str) -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("needs root to give a file to another user, and CI=true requires it")
+        pytest.skip("needs root to give a file to another user")
+    (tmp_path / planted).touch(mode=0o644)
+    os.chown(tmp_path / planted, 65534, 65534)
+    with pytest.raises(ValueError, match=r"^REPLAY_STORE_URL: .*owned by uid 65534"):
+        bare_app(tmp_path, FlakyHandler(), REPLAY_STORE_URL=f"sqlite://{tmp_path}/replay.db")
+
+
 def test_replay_ttl_never_shorter_than_the_timestamp_window(tmp_path: Path) -> None:
     app = bare_app(
         tmp_path, FlakyHandler(), WEBHOOK_TOLERANCE_SECONDS=300, WEBHOOK_REPLAY_TTL_SECONDS=10
@@ -293,45 +433,93 @@ def clocked_store(
 
 def test_store_lifecycle(clocked_store: tuple[webhooks.ReplayStore, Clock]) -> None:
     store, clock = clocked_store
-    assert store.claim("k", 60) == "claimed"
-    assert store.claim("k", 60) == "processing"
+    assert store.claim("k", 60, "a") == "claimed"
+    assert store.claim("k", 60, "b") == "processing"
     store.complete("k", 3600)
-    assert store.claim("k", 60) == "done"
+    assert store.claim("k", 60, "b") == "done"
     clock.now += 3599
-    assert store.claim("k", 60) == "done"
+    assert store.claim("k", 60, "b") == "done"
     clock.now += 2
-    assert store.claim("k", 60) == "claimed"  # forgotten after its ttl
-    store.release("k")
-    assert store.claim("k", 60) == "claimed"
+    assert store.claim("k", 60, "c") == "claimed"  # forgotten after its ttl
+    store.release("k", "c")
+    assert store.claim("k", 60, "d") == "claimed"
     assert store.ping() is True
 
 
 def test_lapsed_lease_can_be_taken_over(clocked_store: tuple[webhooks.ReplayStore, Clock]) -> None:
     store, clock = clocked_store
-    assert store.claim("k", 60) == "claimed"  # a worker that then died
+    assert store.claim("k", 60, "a") == "claimed"  # a worker that then died
     clock.now += 61
-    assert store.claim("k", 60) == "claimed"
+    assert store.claim("k", 60, "b") == "claimed"
 
 
-def test_release_does_not_forget_an_accepted_id(
-    clocked_store: tuple[webhooks.ReplayStore, Clock],
+def test_lapsed_claim_purged_by_another_worker_still_completes(
+    clocked_store: tuple[webhooks.ReplayStore, Clock], tmp_path: Path
 ) -> None:
-    store, _ = clocked_store
-    store.claim("k", 60)
+    # A handler outlived its lease and another worker purged the lapsed row meanwhile: the
+    # handler did run, so the delivery must be remembered as done all the same.
+    store, clock = clocked_store
+    assert store.claim("k", 60, "slow") == "claimed"
+    clock.now += 61
+    assert store.claim("other", 60, "another-worker") == "claimed"  # purges lapsed rows
     store.complete("k", 3600)
-    store.release("k")
-    if isinstance(store, webhooks.SqliteReplayStore):
-        assert store.claim("k", 60) == "done"
+    assert store.claim("k", 60, "replay") == "done"
+
+
+# --- ownership, against every real store ------------------------------------------------------
+
+
+def test_release_drops_only_the_owners_claim(store: webhooks.ReplayStore) -> None:
+    assert store.claim("k", 60, "first") == "claimed"
+    store.release("k", "someone-else")
+    assert store.claim("k", 60, "second") == "processing"
+    store.release("k", "first")
+    assert store.claim("k", 60, "second") == "claimed"
+
+
+def test_release_never_forgets_an_accepted_id(store: webhooks.ReplayStore) -> None:
+    assert store.claim("k", 60, "first") == "claimed"
+    store.complete("k", 3600)
+    store.release("k", "first")
+    assert store.claim("k", 60, "replay") == "done"
+
+
+def test_late_completion_of_a_taken_over_claim_marks_done(store: webhooks.ReplayStore) -> None:
+    # "first" outlived its lease and "second" took over; first's handler did run to the end, so
+    # done is recorded, and second's later failure must not free the key for a third run.
+    assert store.claim("k", 60, "second") == "claimed"
+    store.complete("k", 3600)
+    store.release("k", "second")
+    assert store.claim("k", 60, "third") == "done"
+
+
+def test_sqlite_file_from_before_owners_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE webhook_deliveries (key TEXT PRIMARY KEY, state TEXT NOT NULL,"
+            " expires_at REAL NOT NULL) WITHOUT ROWID"
+        )
+        db.execute("INSERT INTO webhook_deliveries VALUES ('old-done', 'done', 9e99)")
+        db.execute("INSERT INTO webhook_deliveries VALUES ('old-claim', 'processing', 9e99)")
+    db.close()
+    store = webhooks.SqliteReplayStore(str(path))
+    assert store.claim("old-done", 60, "a") == "done"
+    store.release("old-claim", "a")  # an owner-less claim: nobody's to release
+    assert store.claim("old-claim", 60, "a") == "processing"
+    assert store.claim("new", 60, "a") == "claimed"
+    store.release("new", "a")
+    assert store.claim("new", 60, "b") == "claimed"
 
 
 def test_sqlite_purges_expired_ids(tmp_path: Path) -> None:
     clock = Clock()
     store = webhooks.SqliteReplayStore(str(tmp_path / "r.sqlite3"), clock=clock)
     for number in range(50):
-        store.claim(f"old-{number}", 60)
+        store.claim(f"old-{number}", 60, "a")
         store.complete(f"old-{number}", 10)
     clock.now += 3600
-    store.claim("new", 60)
+    store.claim("new", 60, "a")
     with sqlite3.connect(store.path) as db:
         rows = db.execute("SELECT key FROM webhook_deliveries").fetchall()
     assert rows == [("new",)]
@@ -344,7 +532,7 @@ def test_sqlite_claim_is_exclusive_across_threads(tmp_path: Path) -> None:
 
     def claim() -> None:
         barrier.wait()
-        results.append(store.claim("same", 60))
+        results.append(store.claim("same", 60, threading.current_thread().name))
 
     threads = [threading.Thread(target=claim) for _ in range(16)]
     for thread in threads:
@@ -357,12 +545,13 @@ def test_sqlite_claim_is_exclusive_across_threads(tmp_path: Path) -> None:
 def _claim_in_child(path: str, start_at: float, queue: Any) -> None:
     store = webhooks.SqliteReplayStore(path)
     time.sleep(max(0.0, start_at - time.time()))
-    queue.put((os.getpid(), [store.claim(f"key-{n}", 60) for n in range(20)]))
+    owner = str(os.getpid())
+    queue.put((os.getpid(), [store.claim(f"key-{n}", 60, owner) for n in range(20)]))
 
 
 def test_sqlite_claim_is_exclusive_across_forked_processes(tmp_path: Path) -> None:
     path = str(tmp_path / "r.sqlite3")
-    webhooks.SqliteReplayStore(path).claim("warm-up", 60)  # the parent used the file before fork
+    webhooks.SqliteReplayStore(path).claim("warm-up", 60, "parent")  # used before the fork
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     start_at = time.time() + 0.5
@@ -388,10 +577,10 @@ def test_sqlite_waits_for_a_busy_writer_then_reports_unavailable(tmp_path: Path)
     try:
         started = time.monotonic()
         with pytest.raises(webhooks.StoreUnavailable):
-            store.claim("k", 60)
+            store.claim("k", 60, "a")
         assert time.monotonic() - started >= 0.25  # waited for the busy timeout first
         assert store.ping() is False
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    assert store.claim("k", 60) == "claimed"
+    assert store.claim("k", 60, "a") == "claimed"

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import standardwebhooks
 import stripe
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.datastructures import Headers
@@ -605,6 +606,190 @@ def test_stripe_event_without_usable_id_is_400(webhook_client: FlaskClient, even
     assert_problem(
         webhook_client.post("/webhooks/stripe", data=body, headers=stripe_headers(body)), 400
     )
+
+
+# --- Standard Webhooks v1a (ed25519) ---------------------------------------------------------
+
+# The sender's signing key (what Standard Webhooks serialises as whsk_): it never reaches the
+# receiver, which is configured with the public key only.
+SENDER_KEY = Ed25519PrivateKey.generate()
+SENDER_PUBLIC_KEY = "whpk_" + base64.b64encode(SENDER_KEY.public_key().public_bytes_raw()).decode()
+
+
+def v1a_signature(key: Ed25519PrivateKey, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Signed with cryptography's Ed25519, never with the code under test."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1a," + base64.b64encode(key.sign(signed)).decode()
+
+
+def v1a_delivery(
+    body: bytes, *, key: Ed25519PrivateKey = SENDER_KEY, msg_id: str = "msg_a1",
+    at: int | None = None, also: str = "",
+) -> dict[str, str]:  # fmt: skip
+    timestamp = int(time.time()) if at is None else at
+    signature = v1a_signature(key, msg_id, timestamp, body)
+    return sw_headers(msg_id, timestamp, f"{also} {signature}".strip())
+
+
+def asymmetric_app(tmp_path: Path, **config: Any) -> Flask:
+    # No shared secret at all: only the sender's public key.
+    return bare_app(
+        tmp_path, **{"WEBHOOK_SECRET": None, "WEBHOOK_PUBLIC_KEY": SENDER_PUBLIC_KEY, **config}
+    )
+
+
+EVENT = b'{"type": "invoice.paid", "data": {"id": "in_1"}}'
+
+
+def test_v1a_vector_verifies_as_a_function() -> None:
+    key = webhooks.decode_standard_public_key(SENDER_PUBLIC_KEY)
+    headers = Headers(v1a_delivery(EVENT, at=SW_TIMESTAMP))
+    verified = webhooks.verify_standard_webhook(
+        headers, EVENT, {"v1a": (key,)}, now=SW_TIMESTAMP, tolerance=TOLERANCE
+    )
+    assert verified.delivery_id == "msg_a1"
+    with pytest.raises(webhooks.WebhookRejected) as rejected:
+        webhooks.verify_standard_webhook(
+            headers, EVENT + b" ", {"v1a": (key,)}, now=SW_TIMESTAMP, tolerance=TOLERANCE
+        )
+    assert rejected.value.status == 401
+
+
+def test_v1a_delivery_is_accepted_once_with_only_a_public_key(tmp_path: Path) -> None:
+    client = asymmetric_app(tmp_path).test_client()
+    headers = v1a_delivery(EVENT)
+    assert client.post("/webhooks/events", data=EVENT, headers=headers).get_json() == {
+        "status": "accepted"
+    }
+    assert client.post("/webhooks/events", data=EVENT, headers=headers).get_json() == {
+        "status": "duplicate"
+    }
+    assert recorded(client) == [
+        {"source": "standard-webhooks", "id": "msg_a1", "type": "invoice.paid"}
+    ]
+
+
+@pytest.mark.parametrize("configured", ["both", "public-key-only", "secret-only"])
+def test_library_v1_beside_our_v1a_in_one_header_is_accepted(
+    tmp_path: Path, configured: str
+) -> None:
+    # The standardwebhooks library signs v1 (it has no v1a); both entries share one header.
+    timestamp = int(time.time())
+    v1 = sw_sign(SW_SECRET, "msg_mixed", timestamp, EVENT)
+    v1a = v1a_signature(SENDER_KEY, "msg_mixed", timestamp, EVENT)
+    configurations: dict[str, dict[str, Any]] = {
+        "both": {"WEBHOOK_SECRET": SW_SECRET, "WEBHOOK_PUBLIC_KEY": SENDER_PUBLIC_KEY},
+        "public-key-only": {"WEBHOOK_SECRET": None, "WEBHOOK_PUBLIC_KEY": SENDER_PUBLIC_KEY},
+        "secret-only": {"WEBHOOK_SECRET": SW_SECRET},
+    }
+    keys = configurations[configured]
+    client = bare_app(tmp_path, **keys).test_client()
+    for header in (f"{v1} {v1a}", f"{v1a} {v1}"):
+        headers = sw_headers("msg_mixed", timestamp, header)
+        standardwebhooks.Webhook(SW_SECRET).verify(EVENT, headers)  # the library agrees on v1
+        response = client.post("/webhooks/events", data=EVENT, headers=headers)
+        assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_one_valid_entry_of_either_kind_is_enough(tmp_path: Path) -> None:
+    client = bare_app(tmp_path, WEBHOOK_PUBLIC_KEY=SENDER_PUBLIC_KEY).test_client()
+    stranger = Ed25519PrivateKey.generate()
+    timestamp = int(time.time())
+    good_v1 = sw_sign(SW_SECRET, "msg_e1", timestamp, EVENT)
+    bad_v1a = v1a_signature(stranger, "msg_e1", timestamp, EVENT)
+    headers = sw_headers("msg_e1", timestamp, f"{bad_v1a} {good_v1}")
+    assert client.post("/webhooks/events", data=EVENT, headers=headers).status_code == 200
+    bad_v1 = sw_sign(SECOND_SECRET, "msg_e2", timestamp, EVENT)
+    good_v1a = v1a_signature(SENDER_KEY, "msg_e2", timestamp, EVENT)
+    headers = sw_headers("msg_e2", timestamp, f"{bad_v1} {good_v1a}")
+    assert client.post("/webhooks/events", data=EVENT, headers=headers).status_code == 200
+
+
+def hmac_with_the_public_key(msg_id: str, timestamp: int, body: bytes) -> str:
+    """A v1 signature keyed with the public key's bytes, which anyone may know."""
+    raw = base64.b64decode(SENDER_PUBLIC_KEY.removeprefix("whpk_"))
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(raw, signed, hashlib.sha256).digest()).decode()
+
+
+V1A_REFUSALS: dict[str, Callable[[int], dict[str, str]]] = {
+    "other-key": lambda t: v1a_delivery(EVENT, key=Ed25519PrivateKey.generate(), at=t),
+    "stale": lambda t: v1a_delivery(EVENT, at=t - TOLERANCE - 1),
+    "future": lambda t: v1a_delivery(EVENT, at=t + TOLERANCE + 1),
+    "other-id": lambda t: {**v1a_delivery(EVENT, at=t), "webhook-id": "msg_other"},
+    "other-timestamp": lambda t: {**v1a_delivery(EVENT, at=t), "webhook-timestamp": str(t - 1)},
+    "body-only-signed": lambda t: sw_headers(
+        "msg_a1", t, "v1a," + base64.b64encode(SENDER_KEY.sign(EVENT)).decode()
+    ),
+    "truncated": lambda t: sw_headers(
+        "msg_a1", t, v1a_delivery(EVENT, at=t)["webhook-signature"][:-8]
+    ),
+    "not-base64": lambda t: sw_headers("msg_a1", t, "v1a,!!!not base64!!!"),
+    "empty": lambda t: sw_headers("msg_a1", t, "v1a,"),
+    "64-zero-bytes": lambda t: sw_headers(
+        "msg_a1", t, "v1a," + base64.b64encode(bytes(64)).decode()
+    ),
+    "v1-keyed-with-the-public-key": lambda t: sw_headers(
+        "msg_a1", t, hmac_with_the_public_key("msg_a1", t, EVENT)
+    ),
+    "v1a-labelled-v1": lambda t: sw_headers(
+        "msg_a1", t, v1a_delivery(EVENT, at=t)["webhook-signature"].replace("v1a,", "v1,")
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(V1A_REFUSALS))
+def test_v1a_refusals_are_401(tmp_path: Path, case: str) -> None:
+    client = asymmetric_app(tmp_path).test_client()
+    headers = V1A_REFUSALS[case](int(time.time()))
+    assert_problem(client.post("/webhooks/events", data=EVENT, headers=headers), 401)
+    assert recorded(client) == []
+
+
+def test_tampered_body_is_refused_with_v1a(tmp_path: Path) -> None:
+    client = asymmetric_app(tmp_path).test_client()
+    headers = v1a_delivery(EVENT)
+    tampered = EVENT.replace(b"in_1", b"in_2")
+    assert_problem(client.post("/webhooks/events", data=tampered, headers=headers), 401)
+
+
+def test_v1a_rotation_accepts_either_public_key(tmp_path: Path) -> None:
+    new_key = Ed25519PrivateKey.generate()
+    new_public = "whpk_" + base64.b64encode(new_key.public_key().public_bytes_raw()).decode()
+    client = asymmetric_app(
+        tmp_path, WEBHOOK_PUBLIC_KEY=f"{new_public}  {SENDER_PUBLIC_KEY}"
+    ).test_client()
+    for number, key in enumerate((new_key, SENDER_KEY)):
+        headers = v1a_delivery(EVENT, key=key, msg_id=f"msg_rot_{number}")
+        assert client.post("/webhooks/events", data=EVENT, headers=headers).status_code == 200
+
+
+def test_too_many_signatures_are_400(tmp_path: Path) -> None:
+    client = asymmetric_app(tmp_path).test_client()
+    junk = " ".join(f"v1a,{base64.b64encode(bytes([n]) * 64).decode()}" for n in range(16))
+    headers = v1a_delivery(EVENT, also=junk)  # 17 entries, the valid one last
+    assert_problem(client.post("/webhooks/events", data=EVENT, headers=headers), 400)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("whsk_" + base64.b64encode(bytes(64)).decode(), "signing key"),
+        (base64.b64encode(bytes(32)).decode(), "whpk_"),
+        (SW_SECRET, "whpk_"),
+        ("whpk_" + base64.b64encode(bytes(31)).decode(), "32-byte"),
+        ("whpk_!!!", "base64"),
+    ],
+    ids=["secret-key", "no-prefix", "whsec", "short", "not-base64"],
+)
+def test_unusable_public_key_refuses_to_start_naming_it(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    with pytest.raises(
+        webhooks.WebhookConfigError, match=rf"^WEBHOOK_PUBLIC_KEY: .*{problem}"
+    ) as error:
+        asymmetric_app(tmp_path, WEBHOOK_PUBLIC_KEY=value)
+    assert value not in str(error.value)
 
 
 # --- routes not configured --------------------------------------------------------------------

@@ -8,6 +8,7 @@ MAX_ITEMS items so that the demo cannot be used to exhaust memory.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import unicodedata
 import uuid
@@ -79,9 +80,29 @@ def _json_body() -> Any:
     if not request.is_json:
         raise UnsupportedMediaType("Send the item as application/json")
     try:
-        return json.loads(request.get_data().decode("utf-8"))
+        return json.loads(
+            request.get_data().decode("utf-8"),
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+        )
     except (UnicodeDecodeError, ValueError):
         raise BadRequest("The request body is not valid JSON") from None
+    except RecursionError:
+        # "[" * 100000 fits in the body limit; the parser gives up on it with RecursionError,
+        # which is the client's doing, not a server fault.
+        raise BadRequest("The request body nests too deeply") from None
+
+
+def _refuse_constant(name: str) -> float:
+    # NaN and Infinity are Python's extension, not JSON (RFC 8259 section 6).
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
 
 
 def _validated_name(body: Any) -> str:

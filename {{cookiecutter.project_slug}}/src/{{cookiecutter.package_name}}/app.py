@@ -9,6 +9,7 @@ from . import (
     apikeys,
     bearer,
     commands,
+    dpop,
     events,
     health,
     home,
@@ -45,6 +46,8 @@ def register_extensions(app: Flask) -> None:
     # Registers itself with bearer.require_scopes: the API's routes take a token or a key.
     apikeys.init_app(app)
     webhooks.init_app(app)
+    # DPoP proofs: their jti are remembered in the replay store webhooks.init_app opened.
+    dpop.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

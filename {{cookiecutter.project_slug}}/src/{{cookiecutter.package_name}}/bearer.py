@@ -1,7 +1,10 @@
 """OAuth 2.0 bearer access tokens for Flask: RFC 6750, RFC 8725 and RFC 9068.
 
 This module stands alone (Flask, PyJWT and the standard library only) so that it can be
-copied into any Flask app; see docs/patterns/bearer-tokens.md.
+copied into any Flask app; see docs/patterns/bearer-tokens.md. DPoP-bound tokens (RFC 9449,
+"Authorization: DPoP") are accepted when a proof checker is registered in
+app.extensions["dpop"] (dpop.py, docs/patterns/dpop.md); a DPoP-bound token sent as a bearer
+token is always refused.
 
     bearer.init_app(app)
 
@@ -20,13 +23,15 @@ Settings, read once from app.config by init_app():
     JWT_ALGORITHMS             allowed "alg" values, tuple or comma separated; asymmetric only
                                (default ("RS256",)); HS* and "none" are refused here
     JWT_LEEWAY_SECONDS         clock skew allowed on exp/nbf/iat (default 30, at most 300)
-    JWT_TOKEN_TYPE             e.g. "at+jwt": the JOSE "typ" every token must carry (RFC 9068);
-                               default None (not checked)
+    JWT_TOKEN_TYPE             the JOSE "typ" every token must carry (RFC 9068 section 4);
+                               default "at+jwt" ("application/at+jwt" is the same type);
+                               "any" turns the check off for providers that do not type tokens
     JWT_REALM                  realm of the WWW-Authenticate challenge (default "api")
     JWT_MAX_TOKEN_BYTES        longer tokens are refused before any parsing (default 8192)
     JWT_JWKS_CACHE_SECONDS     age after which the cached JWKS is refreshed (default 300)
     JWT_JWKS_COOLDOWN_SECONDS  minimum time between two JWKS fetches (default 30)
-    JWT_JWKS_TIMEOUT_SECONDS   timeout of one JWKS fetch (default 5)
+    JWT_JWKS_TIMEOUT_SECONDS   total deadline of one JWKS fetch, the longest an unknown kid
+                               waits (default 5)
     JWT_VERIFIED_CACHE_SIZE    verified tokens remembered, keyed by their SHA-256 (default 4096;
                                0 turns the cache off)
     APP_ENV                    "production" (the default) forbids an http JWKS URL
@@ -48,22 +53,24 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import http.client
+import io
 import ipaddress
 import json
 import logging
+import os
 import re
 import socket
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, ParamSpec
+from typing import Any, Final, ParamSpec, Protocol
 from urllib.parse import urlsplit
 
 import jwt
@@ -105,7 +112,13 @@ SETTINGS: Final = (
     "JWT_JWKS_TIMEOUT_SECONDS",
     "JWT_VERIFIED_CACHE_SIZE",
 )
+DEFAULT_TOKEN_TYPE: Final = "at+jwt"  # noqa: S105 (a media type, not a secret)
+TOKEN_TYPE_ANY: Final = "any"  # noqa: S105
 EXTENSION_KEY: Final = "bearer"
+PROOF_EXTENSION_KEY: Final = "dpop"
+# The scheme ("bearer" or "dpop") the current request's credentials came with.
+_SCHEME_KEY: Final = "bearer_auth_scheme"
+_PROOF_ERRORS: Final = frozenset({"invalid_dpop_proof", "invalid_token"})
 READINESS_NAME: Final = "bearer_keys"
 # Where other modules register the credentials require_scopes accepts besides a bearer token.
 CREDENTIALS_KEY: Final = "credentials"
@@ -120,8 +133,15 @@ _HTTP_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 _REALM: Final = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]+")
 
-# Hostile input must end as 401, never as a 500: what a parser may raise besides PyJWTError.
-_PARSE_ERRORS: Final = (ValueError, TypeError, RecursionError)
+# Hostile input must end as 401, never as a 500: what a parser may raise besides PyJWTError
+# (OverflowError: a 400-digit number turned into a float).
+_PARSE_ERRORS: Final = (ValueError, TypeError, RecursionError, OverflowError)
+# The last second of year 9999. Later (or negative, infinite, NaN) dates are not a clock's:
+# refused before anything does arithmetic with them, and every date below it is exact in a
+# float, which the verified-token cache computes with.
+_LATEST_DATE: Final = 253_402_300_799
+# RFC 7638 SHA-256 thumbprint, base64url without padding (the cnf "jkt" of RFC 9449).
+_THUMBPRINT: Final = re.compile(r"[A-Za-z0-9_-]{43}")
 
 P = ParamSpec("P")
 
@@ -148,20 +168,51 @@ class Principal:
 
 
 class _Rejection(Exception):
-    """An RFC 6750 section 3 outcome; description is fixed text, never token content."""
+    """An RFC 6750 section 3 outcome; description is fixed text, never token content.
+
+    scheme: the challenge ("bearer" or "dpop") that carries the error; None means the scheme
+    the client used, or both challenges when that is unknown (RFC 9449 section 7.2).
+    """
 
     def __init__(
-        self, status: int, error: str | None, description: str, scope: str | None = None
+        self,
+        status: int,
+        error: str | None,
+        description: str,
+        scope: str | None = None,
+        scheme: str | None = None,
     ) -> None:
         super().__init__(description)
         self.status = status
         self.error = error
         self.description = description
         self.scope = scope
+        self.scheme = scheme
 
 
 class _KeysUnavailable(Exception):
-    """No key has ever been fetched, so no token can be judged: 503, never accept."""
+    """Something the verdict needs cannot answer (no signing key was ever fetched, the DPoP
+    replay store is down), so no token can be judged: 503, never accept."""
+
+    def __init__(self, description: str = "Token signing keys are temporarily unavailable"):
+        super().__init__(description)
+        self.description = description
+
+
+class ProofVerifier(Protocol):
+    """A DPoP proof checker (RFC 9449) that another module registers as
+    app.extensions["dpop"] (dpop.py does). This file never imports it, so it still stands
+    alone: without one, the DPoP scheme is simply not offered.
+
+    verify_proof raises ValueError for a refused proof (str(): fixed text for the client;
+    attribute error: the RFC 9449 error code, invalid_dpop_proof unless it says otherwise)
+    and ConnectionError when its replay store cannot answer.
+    """
+
+    required: bool  # every token must be DPoP-bound (JWT_DPOP=required)
+    algorithms: tuple[str, ...]  # proof algorithms, announced in the challenge's algs
+
+    def verify_proof(self, access_token: str, bound_to: str, *, leeway: int) -> None: ...
 
 
 def _invalid_request(description: str) -> _Rejection:
@@ -230,8 +281,8 @@ def require_scopes(
                 _check_scopes(principal, needed)
             except _Rejection as rejection:
                 return verifier.reject(rejection)
-            except _KeysUnavailable:
-                return verifier.keys_unavailable()
+            except _KeysUnavailable as unavailable:
+                return verifier.keys_unavailable(unavailable)
             return view(*args, **kwargs)
 
         # Read by openapi.py, so the published document and the check share one list.
@@ -292,6 +343,27 @@ def _bearer_token_sent() -> bool:
     return request.mimetype in _FORM_MIMETYPES and "access_token" in request.form
 
 
+def _proof_verifier() -> ProofVerifier | None:
+    verifier: ProofVerifier | None = current_app.extensions.get(PROOF_EXTENSION_KEY)
+    return verifier
+
+
+def _check_proof(proofs: ProofVerifier, token: str, bound_to: str, leeway: int) -> None:
+    """RFC 9449 section 7.1: a DPoP-bound token needs a valid proof of its key, every time."""
+    try:
+        proofs.verify_proof(token, bound_to, leeway=leeway)
+    except ConnectionError:
+        raise _KeysUnavailable("The DPoP replay store is temporarily unavailable") from None
+    except ValueError as refused:
+        error = getattr(refused, "error", "invalid_dpop_proof")
+        description = str(refused)
+        # What reaches the challenge is fixed text of the proof checker's; anything else is
+        # replaced rather than echoed.
+        if error not in _PROOF_ERRORS or not _REALM.fullmatch(description):
+            error, description = "invalid_dpop_proof", "The DPoP proof is invalid"
+        raise _Rejection(401, error, description) from None
+
+
 def _check_scopes(principal: Principal, needed: tuple[str, ...]) -> None:
     if not principal.scopes.issuperset(needed):
         raise _Rejection(
@@ -330,10 +402,29 @@ class _Verifier:
         self.cache = cache
 
     def authenticate(self) -> Principal:
-        token = _token_from_request(self.max_token_bytes)
-        if token is None:
-            raise _Rejection(401, None, "A bearer access token is required")
-        return self.verify(token)
+        proofs = _proof_verifier()
+        schemes = ("bearer",) if proofs is None else ("bearer", "dpop")
+        credentials = _credentials_from_request(self.max_token_bytes, schemes)
+        if credentials is None:
+            raise _Rejection(401, None, "An access token is required")
+        scheme, token = credentials
+        principal = self.verify(token)
+        bound_to = _confirmation_from(principal.claims)
+        if scheme == "dpop" and proofs is not None:
+            if bound_to is None:
+                raise _invalid_token(
+                    "The access token is not DPoP-bound; send it as a Bearer token"
+                )
+            _check_proof(proofs, token, bound_to, self.leeway)
+            return principal
+        # RFC 9449 section 7.2: a DPoP-bound token sent as a bearer token is a downgrade.
+        if bound_to is not None:
+            raise _invalid_token("A DPoP-bound token must be sent with the DPoP scheme")
+        if proofs is not None and proofs.required:
+            raise _Rejection(
+                401, "invalid_token", "This API accepts DPoP-bound tokens only", scheme="dpop"
+            )
+        return principal
 
     def verify(self, token: str) -> Principal:
         self.keys.refresh_if_stale()
@@ -383,21 +474,25 @@ class _Verifier:
         return claims
 
     def reject(self, rejection: _Rejection) -> Response:
+        scheme = g.get(_SCHEME_KEY)
         logger.info(
-            "bearer token refused: status=%s error=%s reason=%s",
+            "%s token refused: status=%s error=%s reason=%s",
+            "DPoP" if scheme == "dpop" else "bearer",
             rejection.status,
             rejection.error or "none",
             rejection.description,
         )
-        challenge = _challenge(self.realm, rejection.error, rejection.description, rejection.scope)
         extra = {"error": rejection.error} if rejection.error else {}
         response = _problem(rejection.status, rejection.description, **extra)
-        response.headers["WWW-Authenticate"] = challenge
+        response.headers["WWW-Authenticate"] = _challenges(
+            self.realm, rejection, rejection.scheme or scheme, _proof_verifier()
+        )
         return response
 
-    def keys_unavailable(self) -> Response:
-        logger.warning("bearer token not judged: no signing keys available (JWKS unreachable)")
-        response = _problem(503, "Token signing keys are temporarily unavailable")
+    def keys_unavailable(self, unavailable: _KeysUnavailable | None = None) -> Response:
+        description = (unavailable or _KeysUnavailable()).description
+        logger.warning("access token not judged: %s", description)
+        response = _problem(503, description)
         response.headers["Retry-After"] = str(max(1, round(self.keys.cooldown)))
         return response
 
@@ -430,10 +525,31 @@ def _check_claim_types(claims: Mapping[str, Any]) -> None:
     # PyJWT passes int("123") and True as dates; RFC 7519 wants a JSON number.
     for name in ("exp", "iat", "nbf"):
         value = claims.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise _invalid_token(f"The {name} claim must be a number")
+        # Compared, never converted: a comparison holds for any int, NaN fails it.
+        if not 0 <= value <= _LATEST_DATE:
+            raise _invalid_token(f"The {name} claim is out of range")
     if not claims["sub"]:
         raise _invalid_token("The sub claim must not be empty")
+    _confirmation_from(claims)
+
+
+def _confirmation_from(claims: Mapping[str, Any]) -> str | None:
+    """The RFC 7638 thumbprint a DPoP-bound token is bound to (cnf.jkt), None if unbound.
+
+    A token bound by any other method (cnf.x5t#S256 of mutual TLS, RFC 8705) cannot be checked
+    here, so it is refused rather than accepted as if it were a bearer token.
+    """
+    if "cnf" not in claims:
+        return None
+    confirmation = claims["cnf"]
+    thumbprint = confirmation.get("jkt") if isinstance(confirmation, dict) else None
+    if not isinstance(thumbprint, str) or not _THUMBPRINT.fullmatch(thumbprint):
+        raise _invalid_token("The token is bound to a key in a way this API cannot check")
+    return thumbprint
 
 
 def _principal_from(claims: dict[str, Any]) -> Principal:
@@ -453,10 +569,16 @@ def _scopes_from(claims: Mapping[str, Any]) -> frozenset[str]:
     else:
         raw, list_allowed = claims.get("scp", ""), True
     if isinstance(raw, str):
-        return frozenset(raw.split())
-    if list_allowed and isinstance(raw, list) and all(isinstance(item, str) for item in raw):
-        return frozenset(raw)
-    raise _invalid_token("The scope claim is malformed")
+        # RFC 6749 section 3.3: scope-tokens separated by single spaces. str.split() would
+        # also split on tabs, U+00A0, U+2003 and control characters and let the pieces pass.
+        items: list[Any] = raw.split(" ") if raw else []
+    elif list_allowed and isinstance(raw, list):
+        items = raw
+    else:
+        raise _invalid_token("The scope claim is malformed")
+    if not all(isinstance(item, str) and _SCOPE_TOKEN.fullmatch(item) for item in items):
+        raise _invalid_token("The scope claim is malformed")
+    return frozenset(items)
 
 
 def _same_media_type(value: object, expected: str) -> bool:
@@ -474,8 +596,11 @@ def _same_media_type(value: object, expected: str) -> bool:
 # --------------------------------------------------------------------------- request parsing
 
 
-def _token_from_request(max_token_bytes: int) -> str | None:
-    """The bearer token of the Authorization header, None when no bearer credentials came."""
+def _credentials_from_request(
+    max_token_bytes: int, schemes: tuple[str, ...]
+) -> tuple[str, str] | None:
+    """(scheme, token) of the Authorization header for one of schemes (lower case), None when
+    no such credentials came."""
     # RFC 6750 sections 2.2 and 2.3: tokens in URLs end up in logs and caches; refuse them
     # even when a header is also present (clients MUST NOT use more than one method).
     if request.query_string and "access_token" in request.args:
@@ -487,17 +612,26 @@ def _token_from_request(max_token_bytes: int) -> str | None:
         return None
     if len(values) != 1:
         raise _invalid_request("Send exactly one Authorization header")
-    return _bearer_token(values[0], max_token_bytes)
+    return _credentials(values[0], max_token_bytes, schemes)
 
 
-def _bearer_token(value: str, max_token_bytes: int) -> str | None:
+def _credentials(
+    value: str, max_token_bytes: int, schemes: tuple[str, ...]
+) -> tuple[str, str] | None:
     # Field values carry no leading/trailing whitespace (RFC 9110 section 5.5).
     scheme, _, credentials = value.strip(" \t").partition(" ")
-    if scheme.lower() != "bearer":
+    scheme = scheme.lower()
+    if scheme not in schemes:
         if _HTTP_TOKEN.fullmatch(scheme):
-            return None  # another scheme (Basic, DPoP...): RFC 6750 3.1, no error code
+            return None  # another scheme (Basic, ...): RFC 6750 3.1, no error code
         raise _invalid_request("The Authorization header is malformed")
-    token = credentials.lstrip(" ")  # RFC 6750 2.1: "Bearer" 1*SP b64token
+    if "," in credentials:
+        # Several Authorization fields folded into one by the server: which scheme the client
+        # meant is unknown, so the error goes into every challenge.
+        raise _invalid_request("Send exactly one Authorization header")
+    g.setdefault(_SCHEME_KEY, scheme)
+    # RFC 6750 2.1: "Bearer" 1*SP b64token; RFC 9449 7.1: "DPoP" 1*SP token68, the same.
+    token = credentials.lstrip(" ")
     if not token:
         raise _invalid_request("The Authorization header has no token")
     if len(token) > max_token_bytes:
@@ -505,20 +639,34 @@ def _bearer_token(value: str, max_token_bytes: int) -> str | None:
     if not _B64TOKEN.fullmatch(token):
         # Also catches several Authorization headers folded into one by the server.
         raise _invalid_request("The Authorization header is malformed")
-    return token
+    return scheme, token
 
 
 # --------------------------------------------------------------------------- responses
 
 
-def _challenge(realm: str, error: str | None, description: str, scope: str | None) -> str:
-    params = [f'realm="{realm}"']
-    if error is not None:
-        params.append(f'error="{error}"')
-        params.append(f'error_description="{description}"')
-    if scope is not None:
-        params.append(f'scope="{scope}"')
-    return "Bearer " + ", ".join(params)
+def _challenges(
+    realm: str, rejection: _Rejection, used: str | None, proofs: ProofVerifier | None
+) -> str:
+    """The WWW-Authenticate value: a Bearer challenge (unless DPoP is required) and, where
+    proofs are checked, a DPoP one with its algs (RFC 9449 section 7.1). The error goes into the
+    challenge of the scheme the client used, into both when that is unknown (section 7.2)."""
+    offered = [] if proofs is not None and proofs.required else ["bearer"]
+    if proofs is not None:
+        offered.append("dpop")
+    carrier = used if used in offered else None
+    challenges = []
+    for scheme in offered:
+        params = [f'realm="{realm}"']
+        if rejection.error is not None and carrier in (scheme, None):
+            params.append(f'error="{rejection.error}"')
+            params.append(f'error_description="{rejection.description}"')
+            if rejection.scope is not None:
+                params.append(f'scope="{rejection.scope}"')
+        if scheme == "dpop" and proofs is not None:
+            params.append(f'algs="{" ".join(proofs.algorithms)}"')
+        challenges.append(("Bearer " if scheme == "bearer" else "DPoP ") + ", ".join(params))
+    return ", ".join(challenges)
 
 
 def _problem(status: int, detail: str, **extensions: str) -> Response:
@@ -590,9 +738,12 @@ _KeySnapshot = tuple[Mapping[str, _Jwk], int]
 class _JwksKeys:
     """Process-wide cache of one JWKS URL.
 
-    Fetched once at start-up; refreshed when older than max_age; an unknown kid refetches at
-    most once per cooldown (so random kids cannot make us hammer the provider); a failed
+    Fetched once at start-up; refreshed in the background when older than max_age; an unknown
+    kid asks for a refetch at most once per cooldown (so random kids cannot make us hammer the
+    provider) and waits for it at most `timeout` seconds, the fetch's total deadline; a failed
     fetch keeps the keys we have, so a provider outage never breaks tokens already trusted.
+    A request that a cached key can answer never waits on a fetch: fetches run on a thread of
+    their own, one at a time per process.
     """
 
     def __init__(self, url: str, *, max_age: float, cooldown: float, timeout: float) -> None:
@@ -603,7 +754,15 @@ class _JwksKeys:
         self._snapshot: _KeySnapshot = (MappingProxyType({}), 0)
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
+        self.reset_after_fork()
+
+    def reset_after_fork(self) -> None:
+        # Locks and threads do not survive fork() (gunicorn builds the app in its master, then
+        # forks the workers): a lock the parent's fetch thread held would stay held in the
+        # child forever, and that thread's fetch would never finish there.
         self._lock = threading.Lock()
+        self._fetch_done = threading.Condition(self._lock)
+        self._fetching = False
 
     @property
     def generation(self) -> int:
@@ -618,7 +777,7 @@ class _JwksKeys:
                 raise _KeysUnavailable
             raise _invalid_token("The access token has no key id")
         entry = keys.get(kid)
-        if entry is None and self._cooldown_over():
+        if entry is None:
             self.refresh(wait=True)
             keys, generation = self._snapshot
             entry = keys.get(kid)
@@ -633,39 +792,49 @@ class _JwksKeys:
 
     def refresh_if_stale(self) -> None:
         fetched_at = self._fetched_at
-        stale = fetched_at is None or time.monotonic() - fetched_at >= self.max_age
-        if stale and self._cooldown_over():
-            # Requests never queue behind a routine refresh: whoever holds the lock fetches.
+        if fetched_at is None or time.monotonic() - fetched_at >= self.max_age:
             self.refresh(wait=False)
 
     def usable(self) -> bool:
-        if not self._snapshot[0] and self._cooldown_over():
+        if not self._snapshot[0]:
             self.refresh(wait=True)
         return bool(self._snapshot[0])
 
     def refresh(self, *, wait: bool) -> None:
-        if not self._lock.acquire(blocking=wait):
-            return
+        """Start a fetch unless one is running or the cooldown forbids it; with wait, wait for
+        the running fetch (this one or another's) for at most the fetch deadline."""
+        give_up_at = time.monotonic() + self.timeout
+        with self._lock:
+            if not self._fetching:
+                if not self._cooldown_over():
+                    return
+                self._attempted_at = time.monotonic()
+                self._fetching = True
+                threading.Thread(target=self._fetch, name="jwks-fetch", daemon=True).start()
+            while wait and self._fetching:
+                left = give_up_at - time.monotonic()
+                if left <= 0:
+                    return
+                self._fetch_done.wait(left)
+
+    def _fetch(self) -> None:
+        fetched: dict[str, _Jwk] | None = None
         try:
-            if not self._cooldown_over():
-                return  # another thread fetched while we waited
-            self._attempted_at = time.monotonic()
-            try:
-                fetched = _parse_jwks(_download_jwks(self.url, self.timeout))
-            except (_JwksError, *_PARSE_ERRORS) as exc:
-                # Whatever the document holds, it costs this fetch only: at start-up the app
-                # still starts (503 until keys arrive), later the cached keys stay in use.
-                reason = str(exc) if isinstance(exc, _JwksError) else type(exc).__name__
-                logger.warning(
-                    "JWKS fetch from %s failed (%s); keeping cached keys", self.url, reason
-                )
-                return
-            keys, generation = self._snapshot
-            if fetched != keys:
-                self._snapshot = (MappingProxyType(fetched), generation + 1)
-            self._fetched_at = self._attempted_at
+            fetched = _parse_jwks(_download_jwks(self.url, self.timeout))
+        except (_JwksError, *_PARSE_ERRORS) as exc:
+            # Whatever the document holds, it costs this fetch only: at start-up the app
+            # still starts (503 until keys arrive), later the cached keys stay in use.
+            reason = str(exc) if isinstance(exc, _JwksError) else type(exc).__name__
+            logger.warning("JWKS fetch from %s failed (%s); keeping cached keys", self.url, reason)
         finally:
-            self._lock.release()
+            with self._lock:
+                if fetched is not None:
+                    keys, generation = self._snapshot
+                    if fetched != keys:
+                        self._snapshot = (MappingProxyType(fetched), generation + 1)
+                    self._fetched_at = self._attempted_at
+                self._fetching = False
+                self._fetch_done.notify_all()
 
     def _cooldown_over(self) -> bool:
         attempted_at = self._attempted_at
@@ -689,25 +858,48 @@ def _shared_jwks(url: str, *, max_age: float, cooldown: float, timeout: float) -
     return client
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # A redirect could downgrade https to http or leave the configured host.
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+def _reset_jwks_clients_after_fork() -> None:
+    global _JWKS_CLIENTS_LOCK  # noqa: PLW0603 (a lock held at fork time must be replaced)
+    _JWKS_CLIENTS_LOCK = threading.Lock()
+    for client in _JWKS_CLIENTS.values():
+        client.reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_jwks_clients_after_fork)
 
 
 def _download_jwks(url: str, timeout: float) -> Any:
-    opener = urllib.request.build_opener(_NoRedirect())
-    fetch = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
+    """GET the JWKS within a total deadline of `timeout` seconds: connection, TLS handshake,
+    headers and body together. A timeout per socket read alone lets a provider that trickles
+    one byte a second hold a fetch for as long as it likes. No redirect is followed: it could
+    downgrade https to http or leave the configured host."""
+    deadline = time.monotonic() + timeout
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    host = parts.hostname or ""
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         # The scheme was checked by init_app (https, or http to loopback outside production).
-        with opener.open(fetch, timeout=timeout) as response:
+        port = parts.port or (443 if https else 80)
+        sock = socket.create_connection((host, port), timeout=_time_left(deadline))
+        try:
+            if https:
+                sock.settimeout(_time_left(deadline))  # the whole handshake, not each read
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            connection_class = http.client.HTTPSConnection if https else http.client.HTTPConnection
+            connection = connection_class(host, port)
+            connection.sock = sock  # connected above, within the deadline
+            sock.settimeout(_time_left(deadline))
+            connection.request("GET", target, headers={"Accept": "application/json"})
+            # Read through a file whose every read is bounded by what is left of the deadline.
+            response = http.client.HTTPResponse(_DeadlineSocket(sock, deadline), method="GET")  # type: ignore[arg-type]
+            response.begin()
             if response.status != 200:
                 raise _JwksError(f"HTTP {response.status}")
             body = response.read(_MAX_JWKS_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise _JwksError(f"HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        finally:
+            sock.close()
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         raise _JwksError(type(exc).__name__) from None
     if len(body) > _MAX_JWKS_BYTES:
         raise _JwksError("document too large")
@@ -718,6 +910,39 @@ def _download_jwks(url: str, timeout: float) -> Any:
     except RecursionError:
         # "[" * 200000 fits the size limit; the C parser then gives up with RecursionError.
         raise _JwksError("JSON nested too deeply") from None
+
+
+def _time_left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:  # never 0 for settimeout(), which would make the socket non-blocking
+        raise TimeoutError("JWKS fetch deadline passed")
+    return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that end, all together, at one deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._sock.settimeout(_time_left(self._deadline))
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineSocket:
+    """What http.client.HTTPResponse reads from: makefile() only."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
 
 
 def _parse_jwks(document: Any) -> dict[str, _Jwk]:
@@ -858,16 +1083,36 @@ def _jwks_url_setting(url: str, *, production: bool) -> str:
     )
 
 
+# What distributions name loopback in /etc/hosts besides localhost (Debian, Red Hat, ...).
+_LOOPBACK_NAMES: Final = frozenset(
+    {
+        "localhost.localdomain",
+        "localhost4",
+        "localhost4.localdomain4",
+        "localhost6",
+        "localhost6.localdomain6",
+        "ip6-localhost",
+        "ip6-loopback",
+    }
+)
+
+
 def is_loopback(host: str) -> bool:
     """True for every spelling of this machine: localhost and *.localhost (RFC 6761), with or
-    without a trailing dot, 127/8, ::1, IPv4-mapped ::ffff:127.x, the unspecified addresses
+    without a trailing dot, the distributions' aliases (ip6-localhost, localhost.localdomain),
+    127/8, ::1, IPv4-mapped ::ffff:127.x and IPv4-compatible ::127.x, the unspecified addresses
     (a connection to 0.0.0.0 reaches this host) and legacy IPv4 forms such as 127.1."""
     name = host.strip().strip("[]").rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    if name == "localhost" or name.endswith(".localhost") or name in _LOOPBACK_NAMES:
         return True
     address = _ip_address(name)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.is_loopback or address.is_unspecified:
+            return True
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif int(address) >> 32 == 0:  # ::a.b.c.d, the deprecated IPv4-compatible form
+            address = ipaddress.IPv4Address(int(address))
     return address is not None and (address.is_loopback or address.is_unspecified)
 
 
@@ -904,10 +1149,17 @@ def _int_setting(config: Mapping[str, Any], name: str, default: int, *, low: int
 
 
 def _token_type_setting(value: object) -> str | None:
+    """The typ to require; None (from "any") checks nothing."""
     if value is None or value == "":
+        # RFC 9068 section 4: without this check an ID token signed by the same provider,
+        # with the same iss and aud, passes as an access token.
+        return DEFAULT_TOKEN_TYPE
+    if isinstance(value, str) and value.lower() == TOKEN_TYPE_ANY:
         return None
     if not isinstance(value, str) or not _HTTP_TOKEN.fullmatch(value.replace("/", "")):
-        raise BearerConfigError("JWT_TOKEN_TYPE", "must be a media type such as at+jwt")
+        raise BearerConfigError(
+            "JWT_TOKEN_TYPE", f"must be a media type such as at+jwt, or {TOKEN_TYPE_ANY}"
+        )
     return value
 
 

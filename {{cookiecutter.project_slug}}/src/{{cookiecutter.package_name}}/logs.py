@@ -30,6 +30,7 @@ from flask.logging import default_handler
 
 from .apikeys import key_prefix
 from .redaction import RedactingFilter, Redactor
+from .transport import DEFAULT_FORWARDED_ALLOW_IPS, TrustedProxies
 
 # What init_app reads from app.config (and validates).
 SETTINGS = ("LOG_LEVEL",)
@@ -153,12 +154,20 @@ class JsonFormatter(logging.Formatter):
 
     gunicorn's access records (whose arguments are its atoms) become the same shape as the
     app's access lines; their client is the X-Forwarded-For entry set by the trusted proxy,
-    counted like ProxyFix does (trusted_proxy_hops from the right).
+    counted like ProxyFix does (trusted_proxy_hops from the right), and only when the peer is
+    one of the proxies (forwarded_allow_ips, as transport.py judges it for the app).
     """
 
-    def __init__(self, *, trusted_proxy_hops: int = 1, redactor: Redactor | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        trusted_proxy_hops: int = 1,
+        forwarded_allow_ips: str | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
         super().__init__()
         self.trusted_proxy_hops = trusted_proxy_hops
+        self.proxies = TrustedProxies.parse(forwarded_allow_ips or DEFAULT_FORWARDED_ALLOW_IPS)
         self._redacting = RedactingFilter(redactor or REDACTOR)
 
     def format(self, record: logging.LogRecord) -> str:
@@ -216,7 +225,7 @@ class JsonFormatter(logging.Formatter):
         peer = peer if isinstance(peer, str) else None
         hops = self.trusted_proxy_hops
         forwarded = _atom(atoms, "{x-forwarded-for}i")
-        if hops < 1 or not isinstance(forwarded, str):
+        if hops < 1 or not isinstance(forwarded, str) or peer not in self.proxies:
             return peer
         # As ProxyFix: the hops-th address from the right, else the peer itself.
         addresses = [part.strip() for part in forwarded.split(",")]
@@ -250,6 +259,7 @@ def gunicorn_logconfig_dict(
     accesslog: str | None = "-",
     errorlog: str | None = "-",
     trusted_proxy_hops: int = 1,
+    forwarded_allow_ips: str | None = None,
     extra_keys: Iterable[str] = (),
 ) -> dict[str, Any]:
     """gunicorn's `logconfig_dict`: its error and access logs, and the app's, as JSON lines.
@@ -292,6 +302,7 @@ def gunicorn_logconfig_dict(
             "json": {
                 "()": JsonFormatter,
                 "trusted_proxy_hops": trusted_proxy_hops,
+                "forwarded_allow_ips": forwarded_allow_ips,
                 "redactor": redactor,
             }
         },

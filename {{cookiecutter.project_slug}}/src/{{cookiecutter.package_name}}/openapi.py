@@ -39,6 +39,7 @@ PROBLEM_JSON: Final = "application/problem+json"
 FALLBACK_SERVER_URL: Final = "https://localhost:8443"
 SECURITY_SCHEME: Final = "bearerAuth"
 API_KEY_SCHEME: Final = "apiKeyAuth"
+DPOP_SECURITY_SCHEME: Final = "dpopAuth"
 # Flask answers these by itself for every rule; they are not operations of the API.
 IMPLICIT_METHODS: Final = frozenset({"HEAD", "OPTIONS"})
 # nginx rate-limits these prefixes (limit_req), so only their operations can answer 429.
@@ -169,7 +170,8 @@ def security(app: Flask, rule: Rule) -> list[dict[str, list[str]]]:
     view = app.view_functions[rule.endpoint]
     if getattr(view, "api_key_only", False):
         return [{API_KEY_SCHEME: list(scopes)}]
-    requirements = [{SECURITY_SCHEME: list(scopes)}]
+    # Alternatives: any one scheme offered, with the same scopes.
+    requirements = [{name: list(scopes)} for name in _schemes(app)]
     if api_keys_enabled(app):
         requirements.append({API_KEY_SCHEME: list(scopes)})
     return requirements
@@ -184,6 +186,14 @@ def webhook_sender(app: Flask, rule: Rule) -> Sender | None:
     """The webhook format a view made by Receiver.as_view verifies, or None."""
     sender = getattr(app.view_functions[rule.endpoint], "webhook_sender", None)
     return sender if isinstance(sender, Sender) else None
+
+
+def _schemes(app: Flask) -> list[str]:
+    """The token schemes the app offers: bearer unless JWT_DPOP=required, DPoP where proofs
+    are checked (dpop.init_app registered its checker, which says whether it is required)."""
+    proofs = app.extensions.get("dpop")
+    required = bool(getattr(proofs, "required", False))
+    return ([] if required else [SECURITY_SCHEME]) + ([DPOP_SECURITY_SCHEME] if proofs else [])
 
 
 def _info(app: Flask) -> dict[str, Any]:
@@ -315,12 +325,23 @@ def _components(app: Flask) -> dict[str, Any]:
             "bearerFormat": "JWT",
             "description": (
                 "OAuth 2.0 access token (RFC 9068 JWT) sent as `Authorization: Bearer`. "
-                "Each operation lists the scopes it requires (`scope` or `scp` claim)."
+                "Each operation lists the scopes it requires (`scope` or `scp` claim). A "
+                "DPoP-bound token (`cnf.jkt`) is refused with this scheme."
             ),
-        }
-    }
-    if api_keys_enabled(app):
-        schemes[API_KEY_SCHEME] = {
+        },
+        DPOP_SECURITY_SCHEME: {
+            "type": "http",
+            "scheme": "DPoP",
+            "description": (
+                "DPoP-bound JWT access token (RFC 9449: `cnf.jkt` names the client's key) sent as "
+                "`Authorization: DPoP <token>`, with a fresh proof in the `DPoP` header: a JWT "
+                "typed `dpop+jwt`, signed with one of the algorithms the 401 challenge lists "
+                "(`algs`) by the key in its `jwk`, with `htm` (the method), `htu` (this URL "
+                "without query), `iat`, a single-use `jti` and `ath` (base64url SHA-256 of "
+                "the token). Same scopes as the bearer scheme."
+            ),
+        },
+        API_KEY_SCHEME: {
             "type": "apiKey",
             "in": "header",
             "name": API_KEY_HEADER,
@@ -329,9 +350,11 @@ def _components(app: Flask) -> dict[str, Any]:
                 "operation lists are the ones the key must hold. Never in the URL or a form "
                 "body (400), never together with an Authorization header (400)."
             ),
-        }
+        },
+    }
+    offered = _schemes(app) + ([API_KEY_SCHEME] if api_keys_enabled(app) else [])
     return {
-        "securitySchemes": schemes,
+        "securitySchemes": {name: schemes[name] for name in offered},
         "schemas": _schemas(),
         "responses": _error_responses(),
     }

@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from cryptography.hazmat.primitives import serialization
 from dotenv import dotenv_values
 
-from . import apikeys, bearer, commands, logs, transport, webhooks
+from . import apikeys, bearer, commands, dpop, logs, transport, webhooks
 
 ENVIRONMENTS = ("production", "development", "test")
 MAX_BODY_BYTES = 1024 * 1024
@@ -27,6 +29,7 @@ MAX_BODY_BYTES = 1024 * 1024
 MODULE_SETTINGS: tuple[str, ...] = (
     *bearer.SETTINGS,
     *apikeys.SETTINGS,
+    *dpop.SETTINGS,
     *webhooks.SETTINGS,
     *transport.SETTINGS,
     *logs.SETTINGS,
@@ -34,6 +37,10 @@ MODULE_SETTINGS: tuple[str, ...] = (
 )
 # Flask's own reading of FLASK_DEBUG (flask.helpers.get_debug_flag): anything else is "on".
 FLASK_DEBUG_OFF = ("", "0", "false", "no")
+HOSTS_FILE = Path("/etc/hosts")
+# Browsers' preload lists and the HSTS guidance (RFC 6797 section 11.2, hstspreload.org): a
+# shorter policy lapses between two visits and leaves the first request open to stripping.
+MIN_PRODUCTION_HSTS_MAX_AGE = 31_536_000
 
 
 class ConfigError(ValueError):
@@ -84,8 +91,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if app_env == "production":
         refuse_debug(environ)
         refuse_local_issuer(values.get("JWT_ISSUER", ""))
+        refuse_dev_signing_key(values)
         require_webhook_secret(values)
         refuse_weak_webhook_secrets(values)
+        refuse_short_hsts(values.get("HSTS_MAX_AGE", ""))
     check_replay_store(values.get("REPLAY_STORE_URL", ""), app_env, web_concurrency)
     return Settings(app_env=app_env, web_concurrency=web_concurrency, module_values=values)
 
@@ -114,29 +123,86 @@ def refuse_debug(environ: Mapping[str, str]) -> None:
         raise ConfigError("FLASK_DEBUG", "must be off in production (the debugger executes code)")
 
 
-def refuse_local_issuer(issuer: str) -> None:
+def refuse_local_issuer(issuer: str, hosts_file: Path = HOSTS_FILE) -> None:
     # The bake's .env trusts a local dev issuer whose private key sits in keys/: a production
-    # start that picked that file up would accept tokens anyone on this host can mint.
-    host = (urlsplit(issuer.strip()).hostname or "").rstrip(".")
-    if host == "localhost" or host.endswith(".localhost") or bearer.is_loopback(host):
+    # start that picked that file up would accept tokens anyone on this host can mint. URL
+    # parsers decode %-escapes in a host name, so this does too.
+    host = unquote(urlsplit(issuer.strip()).hostname or "").rstrip(".").lower()
+    if bearer.is_loopback(host) or host in loopback_host_names(hosts_file):
         raise ConfigError("JWT_ISSUER", "is a local development issuer; use your provider's")
 
 
-def require_webhook_secret(values: Mapping[str, str]) -> None:
-    if "WEBHOOK_SECRET" not in values:
+def loopback_host_names(hosts_file: Path = HOSTS_FILE) -> frozenset[str]:
+    """Names this machine's hosts file gives a loopback address (its own name, often)."""
+    try:
+        lines = hosts_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return frozenset()
+    names: set[str] = set()
+    for line in lines:
+        fields = line.split("#", 1)[0].split()
+        if len(fields) > 1 and bearer.is_loopback(fields[0]):
+            names.update(name.rstrip(".").lower() for name in fields[1:])
+    return frozenset(names)
+
+
+def refuse_dev_signing_key(values: Mapping[str, str]) -> None:
+    # `flask dev-token` signs with a private key kept on this host (keys/ by default). Trusting
+    # its public half in production, e.g. because the development .env filled it in under a
+    # real issuer's name, would accept tokens minted by anyone who can read that file.
+    public_file = values.get("JWT_PUBLIC_KEY_FILE", "").strip()
+    dev_private_file = (
+        values.get("JWT_DEV_PRIVATE_KEY_FILE", "").strip() or commands.DEFAULT_DEV_PRIVATE_KEY_FILE
+    )
+    if public_file and _is_public_half_of(public_file, dev_private_file):
         raise ConfigError(
-            "WEBHOOK_SECRET", "required in production (whsec_... for /webhooks/events)"
+            "JWT_PUBLIC_KEY_FILE",
+            f"is the public half of the development key {dev_private_file}; use your provider's",
+        )
+
+
+def _is_public_half_of(public_file: str, private_file: str) -> bool:
+    # Unreadable or malformed files are not a match; bearer.py reports a bad public key itself.
+    try:
+        public = serialization.load_pem_public_key(Path(public_file).read_bytes())
+        private = serialization.load_pem_private_key(Path(private_file).read_bytes(), None)
+    except (OSError, ValueError, TypeError):
+        return False
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public.public_bytes(*spki) == private.public_key().public_bytes(*spki)
+
+
+def refuse_short_hsts(raw_max_age: str) -> None:
+    # transport.py parses HSTS_MAX_AGE and refuses what is not a number; only the production
+    # floor is judged here. nginx's copy of the header is held to the same floor by
+    # deploy/nginx/10-derive-settings.envsh.
+    max_age = raw_max_age.strip()
+    if max_age.isdecimal() and int(max_age) < MIN_PRODUCTION_HSTS_MAX_AGE:
+        raise ConfigError(
+            "HSTS_MAX_AGE",
+            f"must be at least {MIN_PRODUCTION_HSTS_MAX_AGE} (one year) in production",
+        )
+
+
+def require_webhook_secret(values: Mapping[str, str]) -> None:
+    # /webhooks/events verifies with either kind of key: an HMAC secret or (v1a) a public key.
+    if not {"WEBHOOK_SECRET", "WEBHOOK_PUBLIC_KEY"} & values.keys():
+        raise ConfigError(
+            "WEBHOOK_SECRET",
+            "required in production (whsec_... for /webhooks/events), unless "
+            "WEBHOOK_PUBLIC_KEY (whpk_...) is set",
         )
 
 
 def refuse_weak_webhook_secrets(values: Mapping[str, str]) -> None:
     # Development and tests may use short, readable secrets; production may not. Each format
-    # says how long a key must be, and decodes its secrets (the values never reach a message).
+    # says how long a key must be, and decodes its keys (the values never reach a message).
     for sender in webhooks.SENDERS:
-        if any(len(key) < sender.strong_key_bytes for key in sender.secrets_from(values)):
-            raise ConfigError(
-                sender.setting, f"each secret needs at least {sender.strong_key_bytes} bytes"
-            )
+        for signing in sender.keys:
+            if any(len(key) < signing.strong_key_bytes for key in signing.keys_from(values)):
+                raise ConfigError(
+                    signing.setting, f"each secret needs at least {signing.strong_key_bytes} bytes"
+                )
 
 
 def check_replay_store(url: str, app_env: str, web_concurrency: int) -> None:

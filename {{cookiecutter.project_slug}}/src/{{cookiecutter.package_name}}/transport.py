@@ -4,7 +4,11 @@ What it does, in the order a request meets it:
 
 1. ``ProxyFix`` trusts exactly ``TRUSTED_PROXY_HOPS`` proxies for ``X-Forwarded-For``,
    ``-Proto`` and ``-Host``, so a client cannot claim another address or scheme by sending
-   those headers itself (the proxy overwrites them; extra hops are ignored).
+   those headers itself (the proxy overwrites them; extra hops are ignored). It does so only
+   for a request whose direct peer is a proxy (``FORWARDED_ALLOW_IPS``, gunicorn's setting of
+   the same name and meaning): from any other peer, e.g. another container on the proxy's
+   network, the forwarding headers are removed before anything reads them, so that peer cannot
+   claim HTTPS or another client address either.
 2. Any request that did not arrive over HTTPS is refused with ``403`` problem+json, except
    ``/healthz`` (container health checks ask the app directly over plain HTTP), before any
    view runs or anything reads the body. This is defence in depth: the proxy already refuses
@@ -18,6 +22,10 @@ What it does, in the order a request meets it:
 Configuration (``app.config``, read once in :func:`init_app`):
 
 - ``TRUSTED_PROXY_HOPS`` (int, default 1): proxies in front of the app; 0 = directly exposed.
+- ``FORWARDED_ALLOW_IPS`` (str, default ``127.0.0.1,::1``): comma separated addresses or
+  networks (``10.0.0.0/8``) of those proxies, or ``*`` for any peer when the network alone lets
+  only the proxy reach the app (e.g. a Kubernetes NetworkPolicy). A peer that is no IP address
+  (a unix socket) always counts: the socket file's permissions are the fence there.
 - ``HSTS_MAX_AGE`` (int seconds, default 63072000 = 2 years).
 - ``HSTS_PRELOAD`` (bool or "true"/"false", default False): add ``preload``; only turn it on
   once every subdomain serves HTTPS, since preload lists are hard to leave.
@@ -29,17 +37,35 @@ can be copied into any Flask app (``transport.init_app(app)``). Call it before a
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+log = logging.getLogger(__name__)
+
 # What init_app reads from app.config (and validates: nothing else checks these).
-SETTINGS = ("TRUSTED_PROXY_HOPS", "HSTS_MAX_AGE", "HSTS_PRELOAD")
+SETTINGS = ("TRUSTED_PROXY_HOPS", "FORWARDED_ALLOW_IPS", "HSTS_MAX_AGE", "HSTS_PRELOAD")
 PLAIN_HTTP_ALLOWED_PATHS = frozenset({"/healthz"})
 DEFAULT_TRUSTED_PROXY_HOPS = 1
+# gunicorn's default: a proxy on this host.
+DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
+# What a proxy tells the app about the client (WSGI names): ProxyFix reads the X-Forwarded-*
+# ones; Forwarded (RFC 7239) goes too, so that no other code can be fooled by it.
+FORWARDING_HEADERS = (
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PORT",
+    "HTTP_X_FORWARDED_PREFIX",
+    "HTTP_FORWARDED",
+)
 DEFAULT_HSTS_MAX_AGE = 63_072_000
 # hstspreload.org refuses a max-age below one year.
 PRELOAD_MIN_MAX_AGE = 31_536_000
@@ -63,19 +89,81 @@ class TransportConfigError(ValueError):
         self.setting = setting
 
 
+@dataclass(frozen=True)
+class TrustedProxies:
+    """The direct peers allowed to speak for the client, with gunicorn's forwarded_allow_ips
+    semantics: addresses and networks, ``*`` for everyone, and any peer that has no IP address
+    (a unix socket) always."""
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    everyone: bool = False
+
+    @classmethod
+    def parse(cls, value: str | Iterable[str]) -> TrustedProxies:
+        entries = value.split(",") if isinstance(value, str) else list(value)
+        entries = [entry.strip() for entry in entries if entry.strip()]
+        if "*" in entries:
+            return cls(everyone=True)
+        networks = []
+        for entry in entries:
+            try:
+                networks.append(ipaddress.ip_network(entry))
+            except ValueError:
+                raise TransportConfigError(
+                    "FORWARDED_ALLOW_IPS",
+                    f"{entry!r} is not an IP address or network (host names are not resolved)",
+                ) from None
+        return cls(networks=tuple(networks))
+
+    def __contains__(self, peer: object) -> bool:
+        if self.everyone:
+            return True
+        try:
+            address = ipaddress.ip_address(str(peer or "").split("%", 1)[0])
+        except ValueError:
+            # No IP address: a unix socket (gunicorn reports an empty peer), which only those
+            # the socket file's permissions let in can reach.
+            return True
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # how a dual-stack socket reports an IPv4 peer
+        return any(address in network for network in self.networks)
+
+
+class TrustedProxyFix(ProxyFix):
+    """``ProxyFix`` for requests whose direct peer is one of ``proxies``; from any other peer the
+    forwarding headers are dropped, so that the request is seen exactly as it arrived."""
+
+    def __init__(self, app: WSGIApplication, proxies: TrustedProxies, hops: int) -> None:
+        super().__init__(app, x_for=hops, x_proto=hops, x_host=hops)
+        self.proxies = proxies
+        self._warned = False
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        peer = environ.get("REMOTE_ADDR")
+        if peer in self.proxies:
+            return super().__call__(environ, start_response)
+        dropped = [name for name in FORWARDING_HEADERS if environ.pop(name, None) is not None]
+        if dropped and not self._warned:
+            # Once per process: a misconfigured proxy address shows up, a prober cannot flood.
+            self._warned = True
+            log.warning(
+                "forwarding headers from %s ignored: not a proxy in FORWARDED_ALLOW_IPS", peer
+            )
+        return self.app(environ, start_response)
+
+
 def init_app(app: Flask) -> None:
     """Install proxy trust, HTTPS enforcement and security headers on ``app``."""
     hops = _read_int(app.config, "TRUSTED_PROXY_HOPS", DEFAULT_TRUSTED_PROXY_HOPS)
+    proxies = _read_proxies(app.config)
     hsts = hsts_header_value(
         _read_int(app.config, "HSTS_MAX_AGE", DEFAULT_HSTS_MAX_AGE),
         _read_bool(app.config, "HSTS_PRELOAD", False),
     )
-    # ProxyFix wraps the whole app, so the HTTPS check below sees the scheme the trusted proxy
-    # reported, never one a client claimed.
+    # The proxy fix wraps the whole app, so the HTTPS check below sees the scheme the trusted
+    # proxy reported, never one a client (or any other peer) claimed.
     if hops:
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
-        )
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, proxies, hops)  # type: ignore[method-assign]
 
     def require_https() -> Response | None:
         if request.is_secure or request.path in PLAIN_HTTP_ALLOWED_PATHS:
@@ -135,6 +223,15 @@ def _read_int(config: Mapping[str, object], name: str, default: int) -> int:
     if number < 0:
         raise TransportConfigError(name, f"must be zero or positive, got {number}")
     return number
+
+
+def _read_proxies(config: Mapping[str, object]) -> TrustedProxies:
+    value = config.get("FORWARDED_ALLOW_IPS", DEFAULT_FORWARDED_ALLOW_IPS)
+    if isinstance(value, list | tuple) and all(isinstance(entry, str) for entry in value):
+        return TrustedProxies.parse(value)
+    if isinstance(value, str):
+        return TrustedProxies.parse(value)
+    raise TransportConfigError("FORWARDED_ALLOW_IPS", "must be a comma separated string")
 
 
 def _read_bool(config: Mapping[str, object], name: str, default: bool) -> bool:

@@ -3,15 +3,18 @@
 Three signature formats are verified over the raw request body, before anything parses it:
 
 - Standard Webhooks (https://www.standardwebhooks.com/): ``webhook-id``, ``webhook-timestamp``,
-  ``webhook-signature`` (space separated ``v1,<base64>``); HMAC-SHA256 over ``id.timestamp.body``
-  keyed with the base64 secret after its ``whsec_`` prefix.
+  ``webhook-signature`` (space separated ``v1,<base64>`` and ``v1a,<base64>``) over
+  ``id.timestamp.body``: ``v1`` is HMAC-SHA256 keyed with the base64 secret after its
+  ``whsec_`` prefix, ``v1a`` an ed25519 signature checked with the sender's public key
+  ``whpk_<base64>`` (asymmetric: this side holds nothing that can sign).
 - GitHub: ``X-Hub-Signature-256: sha256=<hex>`` over the body; deduplicated on
   ``X-GitHub-Delivery`` and on a digest of the body (the delivery header is not signed).
 - Stripe: ``Stripe-Signature: t=<unix>,v1=<hex>``; HMAC-SHA256 over ``t.body`` keyed with the
   whole secret string; deduplicated on the event ``id`` (read from the body after verification).
 
-The module stands alone: it imports Flask, the standard library and, only when a ``redis://``
-replay store is configured, the ``redis`` client. Copy this file into any Flask app::
+The module stands alone: it imports Flask, the standard library and, only when they are
+used, the ``redis`` client (a ``redis://`` replay store) and ``cryptography`` (ed25519 for
+``v1a``; PyJWT's ``[crypto]`` extra brings it). Copy this file into any Flask app::
 
     from . import webhooks
 
@@ -32,6 +35,8 @@ Configuration read by ``init_app`` (``app.config``):
 
 ``WEBHOOK_SECRET``            Standard Webhooks secrets ``whsec_...``; a str (space separated) or
                               a sequence. Every secret is tried, which is how you rotate.
+``WEBHOOK_PUBLIC_KEY``        Standard Webhooks public keys ``whpk_...`` (``v1a``), as above; with
+                              only these set, WEBHOOK_SECRET may stay unset.
 ``GITHUB_WEBHOOK_SECRET``     GitHub secret, used verbatim (it may contain spaces); a sequence of
                               str for rotation. Unset: the GitHub receiver answers 404.
 ``STRIPE_WEBHOOK_SECRET``     Stripe endpoint secret(s) ``whsec_...``; str (space separated) or a
@@ -49,30 +54,37 @@ Configuration read by ``init_app`` (``app.config``):
 Processing order and why (the replay decision):
 
 1. verify signature and timestamp on the raw bytes (401/400), then parse JSON (400);
-2. *claim* every replay key as "processing" with a short lease (atomic: SQLite upsert, Redis
-   ``SET NX EX``). Already "done": 200 ``{"status": "duplicate"}``; still "processing" in another
-   worker: 409 with ``Retry-After`` (the delivery is not yet accepted, so the sender must retry
-   instead of believing it was); store unreachable: 503 (fail closed, never accept);
+2. *claim* every replay key as "processing" with a short lease, under a token of this attempt
+   (atomic: SQLite upsert, Redis ``SET NX EX``). Already "done": 200 ``{"status": "duplicate"}``;
+   still "processing" in another worker: 409 with ``Retry-After`` (the delivery is not yet
+   accepted, so the sender must retry instead of believing it was); store unreachable: 503
+   (fail closed, never accept);
 3. run the handlers. If one raises, the claim is *released* and the answer is 500, so the sender's
    retry is processed; a replay can never be processed twice because the claim is taken before
-   the handler starts;
+   the handler starts. Release drops only a claim that is still this attempt's own: a handler
+   that outlived its lease may find the key taken over by a retry, or already "done";
 4. mark the keys "done" for ``WEBHOOK_REPLAY_TTL_SECONDS``, answer 200 ``{"status": "accepted"}``.
 
 A worker killed inside a handler leaves a "processing" claim that expires after the lease; the
-sender's next retry then processes the event (at-least-once for crashes, exactly-once otherwise).
+sender's next retry then processes the event (at-least-once for crashes and for handlers that
+outlive the lease, exactly-once otherwise).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
+import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -97,6 +109,7 @@ __all__ = [
     "ReplayStore",
     "Sender",
     "SignedHeader",
+    "SigningKeys",
     "SqliteReplayStore",
     "StoreUnavailable",
     "VerifiedDelivery",
@@ -104,6 +117,7 @@ __all__ = [
     "WebhookEvent",
     "WebhookRejected",
     "WebhookState",
+    "decode_standard_public_key",
     "decode_standard_secret",
     "init_app",
     "open_replay_store",
@@ -117,6 +131,7 @@ log = logging.getLogger(__name__)
 STANDARD_WEBHOOKS_NAME: Final = "standard-webhooks"
 
 EXTENSION_KEY = "webhooks"
+REPLAY_STORE_KEY = "replay_store"
 READINESS_CHECK_NAME = "webhook_replay_store"
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_TOLERANCE_SECONDS = 300
@@ -124,6 +139,12 @@ DEFAULT_REPLAY_TTL_SECONDS = 7 * 24 * 3600
 DEFAULT_LEASE_SECONDS = 60
 DEFAULT_SQLITE_FILENAME = "webhook-replay.sqlite3"
 _WHSEC_PREFIX = "whsec_"
+_WHPK_PREFIX = "whpk_"
+_WHSK_PREFIX = "whsk_"
+ED25519_PUBLIC_KEY_BYTES = 32
+ED25519_SIGNATURE_BYTES = 64
+# Standard Webhooks senders sign with each key of a rotation: a handful of entries at most.
+MAX_SIGNATURES = 16
 
 
 class WebhookConfigError(ValueError):
@@ -193,7 +214,9 @@ WEBHOOK_TIMESTAMP = SignedHeader(
     "webhook-timestamp", "Unix time of the delivery; must be within the tolerance.", _UNIX_SECONDS
 )
 WEBHOOK_SIGNATURE = SignedHeader(
-    "webhook-signature", "Space separated `v1,<base64 HMAC-SHA256>` of id.timestamp.body."
+    "webhook-signature",
+    "Space separated `v1,<base64 HMAC-SHA256>` and `v1a,<base64 ed25519>` signatures of "
+    "id.timestamp.body.",
 )
 HUB_SIGNATURE_256 = SignedHeader(
     "X-Hub-Signature-256", "`sha256=<hex HMAC-SHA256>` of the raw body."
@@ -213,24 +236,35 @@ STRIPE_SIGNATURE = SignedHeader(
 def verify_standard_webhook(
     headers: HeaderLookup,
     body: bytes,
-    secrets: Sequence[bytes],
+    keys: Sequence[bytes] | Mapping[str, Sequence[bytes]],
     *,
     now: float,
     tolerance: int,
 ) -> VerifiedDelivery:
-    """Verify a Standard Webhooks delivery; ``secrets`` are the decoded key bytes."""
+    """Verify a Standard Webhooks delivery. ``keys`` maps a signature version ("v1", "v1a") to
+    its decoded keys; a plain sequence is the "v1" secrets alone."""
+    by_version = keys if isinstance(keys, Mapping) else {"v1": keys}
     msg_id = WEBHOOK_ID.read(headers)
     raw_timestamp = WEBHOOK_TIMESTAMP.read(headers)
     signature_header = WEBHOOK_SIGNATURE.read(headers)
     timestamp = int(raw_timestamp)
     _check_freshness(timestamp, now, tolerance)
     signed = msg_id.encode("ascii") + b"." + raw_timestamp.encode("ascii") + b"." + body
-    candidates = [
-        signature
-        for version, signature in _standard_signature_entries(signature_header)
-        if version == "v1"
-    ]
-    _require_match(secrets, signed, candidates)
+    entries = _standard_signature_entries(signature_header)
+    if len(entries) > MAX_SIGNATURES:
+        # Each v1a candidate costs an ed25519 verification per key: bounded work per request.
+        raise WebhookRejected(400, "too many signatures in webhook-signature")
+    matched = False
+    # Every key of every version against every candidate of that version, none skipped, so
+    # the time taken says nothing about which one matched.
+    for version, candidate in entries:
+        check = STANDARD_SIGNATURE_CHECKS.get(version)
+        if check is None:
+            continue  # a version this receiver does not know: never a match
+        for key in by_version.get(version, ()):
+            matched |= check(key, signed, candidate)
+    if not matched:
+        raise WebhookRejected(401, "no valid signature")
     return VerifiedDelivery(delivery_id=msg_id, timestamp=timestamp)
 
 
@@ -301,6 +335,32 @@ def _hex_or_empty(value: str) -> bytes:
         return b""
 
 
+def _hmac_sha256_matches(secret: bytes, signed: bytes, candidate: bytes) -> bool:
+    return hmac.compare_digest(hmac.new(secret, signed, hashlib.sha256).digest(), candidate)
+
+
+def _ed25519_matches(public_key: bytes, signed: bytes, candidate: bytes) -> bool:
+    # Imported here: only a service configured with WEBHOOK_PUBLIC_KEY needs cryptography.
+    from cryptography.exceptions import InvalidSignature  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: PLC0415
+
+    if len(candidate) != ED25519_SIGNATURE_BYTES:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(candidate, signed)
+    except InvalidSignature:
+        return False
+    return True
+
+
+# Standard Webhooks signature versions and how a candidate is checked against one key; the
+# keys of each version come from its own setting (STANDARD_WEBHOOKS.keys).
+STANDARD_SIGNATURE_CHECKS: Final[Mapping[str, Callable[[bytes, bytes, bytes], bool]]] = {
+    "v1": _hmac_sha256_matches,  # symmetric: HMAC-SHA256 keyed with a whsec_ secret
+    "v1a": _ed25519_matches,  # asymmetric: ed25519, verified with a whpk_ public key
+}
+
+
 def _require_match(secrets: Sequence[bytes], signed: bytes, candidates: Sequence[bytes]) -> None:
     expected = [hmac.new(secret, signed, hashlib.sha256).digest() for secret in secrets]
     # Every secret against every candidate, each comparison constant time.
@@ -310,6 +370,40 @@ def _require_match(secrets: Sequence[bytes], signed: bytes, candidates: Sequence
             matched |= hmac.compare_digest(digest, candidate)
     if not matched:
         raise WebhookRejected(401, "no valid signature")
+
+
+def decode_standard_public_key(key: str) -> bytes:
+    """The 32 bytes of a Standard Webhooks ed25519 public key, ``whpk_`` + base64."""
+    if key.startswith(_WHSK_PREFIX):
+        # The sender's signing key must never sit on the receiving side: whoever reads this
+        # configuration could then sign deliveries, the very thing v1a exists to prevent.
+        raise WebhookConfigError(
+            "WEBHOOK_PUBLIC_KEY", "holds a signing key (whsk_); give the public key (whpk_)"
+        )
+    if not key.startswith(_WHPK_PREFIX):
+        raise WebhookConfigError("WEBHOOK_PUBLIC_KEY", "a key is not whpk_ followed by base64")
+    encoded = key.removeprefix(_WHPK_PREFIX)
+    try:
+        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise WebhookConfigError(
+            "WEBHOOK_PUBLIC_KEY", "a key is not whpk_ followed by base64"
+        ) from None
+    if len(raw) != ED25519_PUBLIC_KEY_BYTES:
+        raise WebhookConfigError("WEBHOOK_PUBLIC_KEY", "a key is not a 32-byte ed25519 key")
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+            Ed25519PublicKey,
+        )
+    except ImportError:
+        raise WebhookConfigError(
+            "WEBHOOK_PUBLIC_KEY", "v1a signatures need the cryptography package"
+        ) from None
+    try:
+        Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        raise WebhookConfigError("WEBHOOK_PUBLIC_KEY", "a key is not an ed25519 key") from None
+    return raw
 
 
 def decode_standard_secret(secret: str) -> bytes:
@@ -331,12 +425,16 @@ def decode_standard_secret(secret: str) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
+# A sender's decoded keys by signature version (e.g. {"v1": (secret,), "v1a": (public key,)}).
+SenderKeys = Mapping[str, tuple[bytes, ...]]
+
+
 class Verifier(Protocol):
     def __call__(
         self,
         headers: HeaderLookup,
         body: bytes,
-        secrets: Sequence[bytes],
+        keys: SenderKeys,
         *,
         now: float,
         tolerance: int,
@@ -344,10 +442,16 @@ class Verifier(Protocol):
 
 
 def _verify_github_delivery(
-    headers: HeaderLookup, body: bytes, secrets: Sequence[bytes], *, now: float, tolerance: int
+    headers: HeaderLookup, body: bytes, keys: SenderKeys, *, now: float, tolerance: int
 ) -> VerifiedDelivery:
     # GitHub signs no timestamp: there is no freshness to check.
-    return verify_github(headers, body, secrets)
+    return verify_github(headers, body, keys.get("sha256", ()))
+
+
+def _verify_stripe_delivery(
+    headers: HeaderLookup, body: bytes, keys: SenderKeys, *, now: float, tolerance: int
+) -> VerifiedDelivery:
+    return verify_stripe(headers, body, keys.get("v1", ()), now=now, tolerance=tolerance)
 
 
 def _utf8(secret: str) -> bytes:
@@ -355,32 +459,48 @@ def _utf8(secret: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class Sender:
-    """One webhook format. Adding a sender is adding one of these; nothing branches on it."""
+class SigningKeys:
+    """One setting holding keys of a sender: which signatures they check and how to read them."""
 
-    name: str  # WebhookEvent.source, and the prefix of its replay keys
-    setting: str  # the configuration key of its secret(s); unset: its routes answer 404
-    headers: tuple[SignedHeader, ...]
-    verify: Verifier
-    # Turns one configured secret into key bytes (raising WebhookConfigError if it cannot).
-    decode_secret: Callable[[str], bytes] = _utf8
-    # Whether a str setting holds several space-separated secrets (rotation).
+    setting: str  # the configuration key; every sender's route answers 404 while all are unset
+    version: str  # the signature version these keys check (the sender's own name for it)
+    # Turns one configured key into bytes (raising WebhookConfigError if it cannot).
+    decode: Callable[[str], bytes] = _utf8
+    # Whether a str setting holds several space-separated keys (rotation).
     space_separated: bool = True
-    # Also deduplicate on a digest of the body, for senders whose id header is not signed.
-    dedupe_on_body: bool = False
     # The least key length that is hard to guess (a production deployment should insist on it).
     strong_key_bytes: int = 32
-    description: str = ""
 
-    def secrets_from(self, config: Mapping[str, Any]) -> tuple[bytes, ...]:
+    def keys_from(self, config: Mapping[str, Any]) -> tuple[bytes, ...]:
         value = config.get(self.setting)
         if not value:
             return ()
         if isinstance(value, str):
-            secrets = value.split() if self.space_separated else [value]
+            keys = value.split() if self.space_separated else [value]
         else:
-            secrets = [secret for secret in value if secret]
-        return tuple(self.decode_secret(secret) for secret in secrets)
+            keys = [key for key in value if key]
+        return tuple(self.decode(key) for key in keys)
+
+
+@dataclass(frozen=True)
+class Sender:
+    """One webhook format. Adding a sender is adding one of these; nothing branches on it."""
+
+    name: str  # WebhookEvent.source, and the prefix of its replay keys
+    keys: tuple[SigningKeys, ...]  # where its keys are configured, per signature version
+    headers: tuple[SignedHeader, ...]
+    verify: Verifier
+    # Also deduplicate on a digest of the body, for senders whose id header is not signed.
+    dedupe_on_body: bool = False
+    description: str = ""
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        return tuple(signing.setting for signing in self.keys)
+
+    def keys_from(self, config: Mapping[str, Any]) -> dict[str, tuple[bytes, ...]]:
+        """The configured keys by signature version; empty tuples for unset settings."""
+        return {signing.version: signing.keys_from(config) for signing in self.keys}
 
     def replay_keys(self, event: WebhookEvent) -> list[str]:
         keys = [f"{self.name}:{event.delivery_id}"]
@@ -391,21 +511,25 @@ class Sender:
 
 STANDARD_WEBHOOKS: Final = Sender(
     name=STANDARD_WEBHOOKS_NAME,
-    setting="WEBHOOK_SECRET",
+    keys=(
+        # The Standard Webhooks specification: secrets of 24 to 64 random bytes.
+        SigningKeys("WEBHOOK_SECRET", "v1", decode_standard_secret, strong_key_bytes=24),
+        # An ed25519 public key is 32 bytes, always: decoding refuses anything else.
+        SigningKeys("WEBHOOK_PUBLIC_KEY", "v1a", decode_standard_public_key),
+    ),
     headers=(WEBHOOK_ID, WEBHOOK_TIMESTAMP, WEBHOOK_SIGNATURE),
     verify=verify_standard_webhook,
-    decode_secret=decode_standard_secret,
-    # The Standard Webhooks specification: secrets of 24 to 64 random bytes.
-    strong_key_bytes=24,
-    description="Signed per Standard Webhooks with WEBHOOK_SECRET (rotation: any listed).",
+    description=(
+        "Signed per Standard Webhooks: v1 (HMAC) with WEBHOOK_SECRET, v1a (ed25519) with "
+        "WEBHOOK_PUBLIC_KEY; rotation: any listed key."
+    ),
 )
 GITHUB: Final = Sender(
     name="github",
-    setting="GITHUB_WEBHOOK_SECRET",
+    # GitHub secrets are free text and may contain spaces: a str is one secret.
+    keys=(SigningKeys("GITHUB_WEBHOOK_SECRET", "sha256", space_separated=False),),
     headers=(HUB_SIGNATURE_256, GITHUB_DELIVERY, GITHUB_EVENT),
     verify=_verify_github_delivery,
-    # GitHub secrets are free text and may contain spaces: a str is one secret.
-    space_separated=False,
     # X-GitHub-Delivery is not covered by the signature and GitHub sends no timestamp: a
     # captured delivery re-sent with a fresh id must still be a duplicate.
     dedupe_on_body=True,
@@ -413,17 +537,17 @@ GITHUB: Final = Sender(
 )
 STRIPE: Final = Sender(
     name="stripe",
-    setting="STRIPE_WEBHOOK_SECRET",
-    headers=(STRIPE_SIGNATURE,),
-    verify=verify_stripe,
     # Stripe keys the HMAC with the whole secret string, "whsec_" included.
+    keys=(SigningKeys("STRIPE_WEBHOOK_SECRET", "v1"),),
+    headers=(STRIPE_SIGNATURE,),
+    verify=_verify_stripe_delivery,
     description="Signed by Stripe with STRIPE_WEBHOOK_SECRET; 404 while it is unset.",
 )
 SENDERS: Final = (STANDARD_WEBHOOKS, GITHUB, STRIPE)
 
 # What init_app reads from app.config (and validates: nothing else checks these).
 SETTINGS: Final = (
-    *(sender.setting for sender in SENDERS),
+    *(setting for sender in SENDERS for setting in sender.settings),
     "WEBHOOK_TOLERANCE_SECONDS",
     "WEBHOOK_REPLAY_TTL_SECONDS",
     "WEBHOOK_LEASE_SECONDS",
@@ -443,14 +567,25 @@ class StoreUnavailable(Exception):
 
 
 class ReplayStore(Protocol):
-    def claim(self, key: str, lease_seconds: int) -> ClaimResult:
-        """Atomically take ``key`` for processing unless it is already taken."""
+    """Where accepted deliveries are remembered, shared by every worker that receives them.
+
+    A key is free, "processing" (claimed by one attempt, identified by its ``owner`` token,
+    until its lease lapses) or "done". Ownership matters to ``release`` only: an attempt may
+    forget its own claim, never another attempt's claim nor a "done" mark. ``complete`` wins
+    over any claim: "done" records that a handler ran to the end, which stays true even when
+    that attempt outlived its lease and a retry took the claim over meanwhile (refusing the
+    mark would leave the key to the retry, whose failure would then free it for a third run).
+    """
+
+    def claim(self, key: str, lease_seconds: int, owner: str) -> ClaimResult:
+        """Atomically take ``key`` for ``owner`` unless it is done or claimed and not lapsed."""
 
     def complete(self, key: str, ttl_seconds: int) -> None:
-        """Mark a claimed key as accepted and remember it for ``ttl_seconds``."""
+        """Mark ``key`` as accepted and remember it for ``ttl_seconds``, whoever holds it."""
 
-    def release(self, key: str) -> None:
-        """Forget a claim whose processing failed, so a retry is processed."""
+    def release(self, key: str, owner: str) -> None:
+        """Forget ``owner``'s claim on ``key`` (its processing failed) so a retry is processed;
+        anything else (another owner's claim, "done", nothing) is left as it is."""
 
     def ping(self) -> bool:
         """True when the store is usable (readiness check)."""
@@ -460,27 +595,30 @@ class MemoryReplayStore:
     """One process only: tests. A gunicorn with several workers would accept replays."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._entries: dict[str, tuple[ClaimResult, float]] = {}
+        # key -> (state, expiry, owner of a "processing" claim)
+        self._entries: dict[str, tuple[ClaimResult, float, str | None]] = {}
         self._lock = threading.Lock()
         self._clock = clock
 
-    def claim(self, key: str, lease_seconds: int) -> ClaimResult:
+    def claim(self, key: str, lease_seconds: int, owner: str) -> ClaimResult:
         now = self._clock()
         with self._lock:
             self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
             current = self._entries.get(key)
             if current is not None:
                 return current[0]
-            self._entries[key] = ("processing", now + lease_seconds)
+            self._entries[key] = ("processing", now + lease_seconds, owner)
             return "claimed"
 
     def complete(self, key: str, ttl_seconds: int) -> None:
         with self._lock:
-            self._entries[key] = ("done", self._clock() + ttl_seconds)
+            self._entries[key] = ("done", self._clock() + ttl_seconds, None)
 
-    def release(self, key: str) -> None:
+    def release(self, key: str, owner: str) -> None:
         with self._lock:
-            self._entries.pop(key, None)
+            current = self._entries.get(key)
+            if current is not None and current[0] == "processing" and current[2] == owner:
+                del self._entries[key]
 
     def ping(self) -> bool:
         return True
@@ -497,15 +635,25 @@ class SqliteReplayStore:
     _SCHEMA = (
         (
             "CREATE TABLE IF NOT EXISTS webhook_deliveries ("
-            " key TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID"
+            " key TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at REAL NOT NULL, owner TEXT)"
+            " WITHOUT ROWID"
         ),
         "CREATE INDEX IF NOT EXISTS webhook_deliveries_expiry ON webhook_deliveries (expires_at)",
     )
     # An expired row is taken over in the same statement, so claiming stays one atomic write.
     _CLAIM = (
-        "INSERT INTO webhook_deliveries (key, state, expires_at) VALUES (?, 'processing', ?)"
-        " ON CONFLICT (key) DO UPDATE SET state = 'processing', expires_at = excluded.expires_at"
+        "INSERT INTO webhook_deliveries (key, state, expires_at, owner)"
+        " VALUES (?, 'processing', ?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET state = 'processing',"
+        " expires_at = excluded.expires_at, owner = excluded.owner"
         " WHERE webhook_deliveries.expires_at <= ?"
+    )
+    # An upsert: the row may be gone (lapsed and purged by another worker) by the time a slow
+    # handler finishes, and "done" must be remembered all the same.
+    _COMPLETE = (
+        "INSERT INTO webhook_deliveries (key, state, expires_at, owner) VALUES (?, 'done', ?, NULL)"
+        " ON CONFLICT (key) DO UPDATE SET state = 'done',"
+        " expires_at = excluded.expires_at, owner = NULL"
     )
     _PURGE_INTERVAL_SECONDS = 60.0
 
@@ -518,10 +666,10 @@ class SqliteReplayStore:
         self._last_purge = 0.0
         self._create_schema()
 
-    def claim(self, key: str, lease_seconds: int) -> ClaimResult:
+    def claim(self, key: str, lease_seconds: int, owner: str) -> ClaimResult:
         now = self._clock()
         with self._transaction() as db:
-            if db.execute(self._CLAIM, (key, now + lease_seconds, now)).rowcount == 1:
+            if db.execute(self._CLAIM, (key, now + lease_seconds, owner, now)).rowcount == 1:
                 self._purge_expired(db, now)
                 return "claimed"
             row = db.execute(
@@ -531,15 +679,14 @@ class SqliteReplayStore:
 
     def complete(self, key: str, ttl_seconds: int) -> None:
         with self._transaction() as db:
-            db.execute(
-                "UPDATE webhook_deliveries SET state = 'done', expires_at = ? WHERE key = ?",
-                (self._clock() + ttl_seconds, key),
-            )
+            db.execute(self._COMPLETE, (key, self._clock() + ttl_seconds))
 
-    def release(self, key: str) -> None:
+    def release(self, key: str, owner: str) -> None:
         with self._transaction() as db:
             db.execute(
-                "DELETE FROM webhook_deliveries WHERE key = ? AND state = 'processing'", (key,)
+                "DELETE FROM webhook_deliveries"
+                " WHERE key = ? AND state = 'processing' AND owner = ?",
+                (key, owner),
             )
 
     def ping(self) -> bool:
@@ -564,6 +711,11 @@ class SqliteReplayStore:
         with self._transaction() as db:
             for statement in self._SCHEMA:
                 db.execute(statement)
+            # A file made before claims had owners: old rows keep a NULL owner, which no
+            # attempt can release, so they simply lapse with their lease.
+            columns = {row[1] for row in db.execute("PRAGMA table_info(webhook_deliveries)")}
+            if "owner" not in columns:
+                db.execute("ALTER TABLE webhook_deliveries ADD COLUMN owner TEXT")
 
     def _purge_expired(self, db: sqlite3.Connection, now: float) -> None:
         # Per process, at most once a minute: keeps the file small without a writer per request.
@@ -612,7 +764,16 @@ class _SqliteTransaction:
 
 
 class RedisReplayStore:
-    """Redis ``SET NX EX``: one store for several hosts. redis-py's pool reconnects after fork."""
+    """Redis ``SET NX EX``: one store for several hosts. redis-py's pool reconnects after fork.
+
+    A claim's value is ``processing:<owner>``; release compares and deletes in one Lua script,
+    so that no other client's write can fall between the comparison and the delete.
+    """
+
+    _RELEASE_SCRIPT = (
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
+        " return 0"
+    )
 
     def __init__(self, url: str, key_prefix: str = "webhook-replay:") -> None:
         # Imported here so that the module works without the redis package unless it is used.
@@ -631,11 +792,13 @@ class RedisReplayStore:
             health_check_interval=30,
         )
         self._prefix = key_prefix
+        # EVALSHA, falling back to EVAL once when the server does not know the script yet.
+        self._release = self._client.register_script(self._RELEASE_SCRIPT)
 
-    def claim(self, key: str, lease_seconds: int) -> ClaimResult:
+    def claim(self, key: str, lease_seconds: int, owner: str) -> ClaimResult:
         name = self._prefix + key
         try:
-            if self._client.set(name, b"processing", nx=True, ex=lease_seconds):
+            if self._client.set(name, self._claim_value(owner), nx=True, ex=lease_seconds):
                 return "claimed"
             state = self._client.get(name)
         except self._errors as exc:
@@ -648,11 +811,15 @@ class RedisReplayStore:
         except self._errors as exc:
             raise StoreUnavailable("redis replay store unavailable") from exc
 
-    def release(self, key: str) -> None:
+    def release(self, key: str, owner: str) -> None:
         try:
-            self._client.delete(self._prefix + key)
+            self._release(keys=[self._prefix + key], args=[self._claim_value(owner)])
         except self._errors as exc:
             raise StoreUnavailable("redis replay store unavailable") from exc
+
+    @staticmethod
+    def _claim_value(owner: str) -> bytes:
+        return b"processing:" + owner.encode("utf-8")
 
     def ping(self) -> bool:
         try:
@@ -687,12 +854,46 @@ def open_replay_store(url: str | None, instance_path: str) -> ReplayStore:
 def _open_sqlite(path: str) -> SqliteReplayStore:
     # Refusing to start beats starting and answering 503 to every delivery.
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _claim_sqlite_files(path)
         return SqliteReplayStore(path)
     except (OSError, StoreUnavailable):
         raise WebhookConfigError(
             "REPLAY_STORE_URL", f"cannot create the SQLite replay store {path}"
         ) from None
+
+
+def _claim_sqlite_files(path: str) -> None:
+    """Whoever can write the store's file, or SQLite's -wal and -shm files beside it, or swap
+    them in their directory, can make the service forget accepted deliveries (and so process
+    replays). Refuse any of them that another user made or that everybody may write; make
+    what is missing private to this user (SQLite gives -wal and -shm the file's own mode)."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    _refuse_foreign(directory, os.stat(directory), directory_owners=(os.geteuid(), 0))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            _refuse_foreign(name, os.lstat(name), directory_owners=())
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _refuse_foreign(name: str, info: os.stat_result, directory_owners: tuple[int, ...]) -> None:
+    problem = None
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symbolic link"
+    elif info.st_uid != os.geteuid() and info.st_uid not in directory_owners:
+        problem = f"is owned by uid {info.st_uid}"
+    elif info.st_mode & stat.S_IWOTH:
+        problem = "is writable by everyone"
+    if problem:
+        raise WebhookConfigError(
+            "REPLAY_STORE_URL",
+            f"{name} {problem}: whoever can write there could make the service forget accepted"
+            " deliveries; use a directory only this user can write to",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -720,7 +921,7 @@ H = TypeVar("H", bound=Handler)
 class WebhookState:
     """Per-app settings, kept in ``app.extensions["webhooks"]``; tests may replace ``clock``."""
 
-    secrets: dict[str, tuple[bytes, ...]]
+    keys: dict[str, SenderKeys]  # sender name -> its keys by signature version
     store: ReplayStore
     tolerance: int = DEFAULT_TOLERANCE_SECONDS
     replay_ttl: int = DEFAULT_REPLAY_TTL_SECONDS
@@ -744,7 +945,7 @@ def init_app(
     replay_ttl = _int_setting(config, "WEBHOOK_REPLAY_TTL_SECONDS", DEFAULT_REPLAY_TTL_SECONDS)
     configured_max = config.get("MAX_CONTENT_LENGTH")
     state = WebhookState(
-        secrets={sender.name: sender.secrets_from(config) for sender in SENDERS},
+        keys={sender.name: sender.keys_from(config) for sender in SENDERS},
         store=store or open_replay_store(config.get("REPLAY_STORE_URL"), app.instance_path),
         tolerance=tolerance,
         # Ids must outlive every timestamp that could still pass the window, or a signed
@@ -755,6 +956,9 @@ def init_app(
         clock=clock,
     )
     app.extensions[EXTENSION_KEY] = state
+    # Shared with other modules that must remember something across workers and hosts (the
+    # DPoP proofs' jti); they find it here rather than importing this module.
+    app.extensions[REPLAY_STORE_KEY] = state.store
 
     def replay_store_ready() -> bool:
         return state.store.ping()
@@ -830,17 +1034,19 @@ class Receiver:
             return _problem(503, "replay store unavailable, retry later")
 
     def _receive(self, state: WebhookState) -> Response:
-        secrets = state.secrets[self.sender.name]
-        if not secrets:
+        sender_keys = state.keys[self.sender.name]
+        if not any(sender_keys.values()):
             # Indistinguishable from a route that does not exist: nothing to probe.
             return _problem(404, "The requested URL was not found on the server.")
         body = _read_body(state.max_body)
         verified = self.sender.verify(
-            request.headers, body, secrets, now=state.clock(), tolerance=state.tolerance
+            request.headers, body, sender_keys, now=state.clock(), tolerance=state.tolerance
         )
         event = self._event(verified, body)
         keys = self.sender.replay_keys(event)
-        claim = _claim_all(state.store, keys, state.lease)
+        # This attempt's own token: its release must never drop a claim a retry took over.
+        attempt = secrets.token_urlsafe(16)
+        claim = _claim_all(state.store, keys, state.lease, attempt)
         if claim == "done":
             return _status_response("duplicate")
         if claim == "processing":
@@ -851,16 +1057,18 @@ class Receiver:
             self._dispatch(event)
         except Exception:
             log.exception("webhook handler failed for %s %s", event.source, event.delivery_id)
-            _release_quietly(state.store, keys)
+            _release_quietly(state.store, keys, attempt)
             return _problem(500, "the event could not be processed, retry later")
         _complete_quietly(state.store, keys, state.replay_ttl)
         log.info("webhook accepted: %s %s %s", event.source, event.event_type, event.delivery_id)
         return _status_response("accepted")
 
     def _event(self, verified: VerifiedDelivery, body: bytes) -> WebhookEvent:
-        # Parsing only now, after the signature vouched for these exact bytes.
+        # Parsing only now, after the signature vouched for these exact bytes. Strict JSON
+        # (RFC 8259): no NaN or Infinity for handlers to pass on to stricter parsers; nesting
+        # deeper than the parser's recursion limit ends in RecursionError, a 400 too.
         try:
-            payload = json.loads(body)
+            payload = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
         except (ValueError, RecursionError):
             raise WebhookRejected(400, "body is not JSON") from None
         # Stripe's id lives in the signed body; the other formats' in a (checked) header.
@@ -902,27 +1110,38 @@ def _read_body(limit: int) -> bytes:
     return body
 
 
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
 def _json_string(payload: Any, key: str) -> str | None:
     value = payload.get(key) if isinstance(payload, dict) else None
     return value if isinstance(value, str) else None
 
 
-def _claim_all(store: ReplayStore, keys: Sequence[str], lease: int) -> ClaimResult:
+def _claim_all(store: ReplayStore, keys: Sequence[str], lease: int, owner: str) -> ClaimResult:
     claimed: list[str] = []
     for key in keys:
-        result = store.claim(key, lease)
+        result = store.claim(key, lease, owner)
         if result != "claimed":
             for taken in claimed:
-                store.release(taken)
+                store.release(taken, owner)
             return result
         claimed.append(key)
     return "claimed"
 
 
-def _release_quietly(store: ReplayStore, keys: Sequence[str]) -> None:
+def _release_quietly(store: ReplayStore, keys: Sequence[str], owner: str) -> None:
     try:
         for key in keys:
-            store.release(key)
+            store.release(key, owner)
     except StoreUnavailable:
         # The claim then lapses with its lease and the sender's later retry is processed.
         log.error("webhook replay store unavailable; claim kept until its lease expires")
