@@ -373,15 +373,18 @@ def test_down_after_an_nginx_crash_frees_the_ports(start_stack: Callable[..., Li
             time.sleep(0.1)
 
 
-def test_nginx_refusing_two_authorization_headers_sends_the_bearer_challenge(
-    live_stack: LiveStack,
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "DPoP", "dpop"])
+def test_nginx_refusing_two_authorization_headers_sends_the_schemes_challenge(
+    live_stack: LiveStack, scheme: str
 ) -> None:
     # nginx answers a repeated Authorization header itself (400) before the app could; the
-    # client must still learn why, as RFC 6750 section 3.1 says (invalid_request).
-    headers = [("Authorization", "Bearer first"), ("Authorization", "Bearer second")]
+    # client must still learn why, in the scheme it used (RFC 6750 section 3.1, RFC 9449
+    # section 7.1: invalid_request).
+    headers = [("Authorization", f"{scheme} first"), ("Authorization", f"{scheme} second")]
     response = live_stack.https("GET", "/api/v1/me", headers=headers)
     assert_problem(response, 400)
-    assert response.header_values("WWW-Authenticate") == ['Bearer error="invalid_request"']
+    expected = "DPoP" if scheme.lower() == "dpop" else "Bearer"
+    assert response.header_values("WWW-Authenticate") == [f'{expected} error="invalid_request"']
     assert_one_hsts(response)
 
 
