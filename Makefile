@@ -61,24 +61,25 @@ lint: venv ## lint the template's own Python (baked code is linted by the tests)
 
 # The demo runs on a venv of its own with only cookiecutter and the service's runtime
 # dependencies (no test tools): ready in seconds where the test venv takes most of a minute, and
-# kept across demos. The runtime dependencies are read from the bake's pyproject.toml, so they
-# are declared in one place only; the bake itself is not installed: scripts/devstack puts its
-# src/ on gunicorn's path, and the dev token is minted by the bake's own `flask --app <package>
+# kept across demos. The runtime dependencies are read from the template's pyproject.toml (its
+# dependency list holds no template syntax), so they are declared in one place only, and one
+# pip run installs everything. The bake itself is not installed: scripts/devstack puts its src/
+# on gunicorn's path, and the dev token is minted by the bake's own `flask --app <package>
 # dev-token`, from its src/ and in its directory (where its .env and dev key are). The token
 # goes to the terminal only.
-$(DEMO_VENV)/.installed: requirements-dev.txt
+$(DEMO_VENV)/.installed: requirements-dev.txt {{cookiecutter.project_slug}}/pyproject.toml
 	test -x $(DEMO_PYTHON) || python3 -m venv $(DEMO_VENV)
-	$(DEMO_PYTHON) -m pip install --quiet "$$(grep '^cookiecutter' requirements-dev.txt)"
+	$(DEMO_PYTHON) -c 'import sys, tomllib; \
+		print(*tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"], sep="\n")' \
+		"{{cookiecutter.project_slug}}/pyproject.toml" > $(DEMO_VENV)/requirements.txt
+	grep '^cookiecutter' requirements-dev.txt >> $(DEMO_VENV)/requirements.txt
+	$(DEMO_PYTHON) -m pip install --quiet -r $(DEMO_VENV)/requirements.txt
 	touch $@
 
 demo: $(DEMO_VENV)/.installed ## bake the defaults into .demo/, serve them on https://localhost:8443, print a call
 	test ! -d $(DEMO) || $(MAKE) -C $(DEMO) stop VENV=$(abspath $(DEMO_VENV))
 	rm -rf $(DEMO)
 	$(DEMO_PYTHON) -m cookiecutter --no-input -o $(DEMO_DIR) .
-	$(DEMO_PYTHON) -c 'import sys, tomllib; \
-		print(*tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"], sep="\n")' \
-		$(DEMO)/pyproject.toml > $(DEMO_VENV)/requirements.txt
-	$(DEMO_PYTHON) -m pip install --quiet -r $(DEMO_VENV)/requirements.txt
 	$(MAKE) -C $(DEMO) run VENV=$(abspath $(DEMO_VENV))
 	@token=$$(cd $(DEMO) && PYTHONPATH=src $(abspath $(DEMO_PYTHON)) -m flask \
 		--app $(DEMO_PACKAGE) dev-token --sub demo --scope "$(DEMO_SCOPES)" --ttl 3600) && \
