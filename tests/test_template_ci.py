@@ -28,10 +28,11 @@ def test_dependabot_updates_template_tooling_and_actions_after_a_cooldown() -> N
                   "vendor.dependabot", DEPENDABOT])  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     updates = yaml.safe_load((TEMPLATE / DEPENDABOT).read_text())["updates"]
-    assert {update["package-ecosystem"] for update in updates} == {"pip", "github-actions"}
+    directories = {update["package-ecosystem"]: update["directory"] for update in updates}
+    assert directories == {"pip": "/", "npm": "/tools/observatory", "github-actions": "/"}
     assert (TEMPLATE / "requirements-dev.txt").is_file()
+    assert (TEMPLATE / "tools/observatory/package-lock.json").is_file()
     for update in updates:
-        assert update["directory"] == "/"
         assert update["cooldown"]["default-days"] >= 7
 
 

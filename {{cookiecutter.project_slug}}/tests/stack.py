@@ -29,7 +29,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +44,8 @@ DEVSTACK = PROJECT_ROOT / "scripts" / "devstack"
 BAKE_CERTS = PROJECT_ROOT / "certs"
 STACK_ISSUER = "https://issuer.stack.test/"
 STACK_AUDIENCE = "https://api.stack.test"
+# Request headers as a mapping, or as (name, value) pairs where a name must repeat.
+Headers = Mapping[str, str] | Sequence[tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class LiveStack:
         method: str,
         path: str,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: Headers | None = None,
         body: bytes | None = None,
         host: str | None = None,
         sni: str | None = None,
@@ -131,7 +133,7 @@ class LiveStack:
         method: str,
         path: str,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: Headers | None = None,
         body: bytes | None = None,
         host: str | None = None,
     ) -> Response:
@@ -195,14 +197,15 @@ def _send(
     method: str,
     path: str,
     *,
-    headers: Mapping[str, str] | None,
+    headers: Headers | None,
     body: bytes | None,
     host: str,
 ) -> Response:
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
     try:
         connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
         connection.putheader("Host", host)
-        for name, value in (headers or {}).items():
+        for name, value in pairs:
             connection.putheader(name, value)
         if body is not None:
             connection.putheader("Content-Length", str(len(body)))

@@ -91,6 +91,8 @@ def test_the_document_covers_exactly_the_url_map(app: Flask, document: dict[str,
 def test_the_spec_routes_are_all_there(document: dict[str, Any]) -> None:
     documented = {(method, path) for method, path, _ in documented_operations(document)}
     assert documented >= {
+        ("GET", "/"),
+        ("GET", "/docs"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/api/v1/me"),
@@ -115,6 +117,16 @@ def test_a_route_added_later_is_documented_too(app: Flask) -> None:
         {"name": "item_id", "in": "path", "required": True, "schema": uuid_schema}
     ]
     assert operation["security"] == []
+
+
+def test_the_docs_page_is_documented_as_html(client: FlaskClient, document: dict[str, Any]) -> None:
+    (success,) = (
+        response
+        for status, response in operation_of(document, "GET", "/docs")["responses"].items()
+        if status == "200"
+    )
+    assert list(success["content"]) == ["text/html"]
+    assert client.get("/docs").mimetype == "text/html"
 
 
 def test_every_operation_of_the_service_has_a_described_success(document: dict[str, Any]) -> None:
@@ -158,7 +170,7 @@ def test_the_documented_scopes_are_the_spec_scopes(document: dict[str, Any]) -> 
     ]:
         security = operation_of(document, method, path)["security"]
         assert security == [{"bearerAuth": scopes}, {"dpopAuth": scopes}], path
-    for path in ("/healthz", "/readyz", "/openapi.json"):
+    for path in ("/", "/docs", "/healthz", "/readyz", "/openapi.json"):
         assert operation_of(document, "GET", path)["security"] == []
 
 
@@ -480,6 +492,7 @@ def test_each_operation_lists_the_errors_it_can_answer(document: dict[str, Any])
     assert statuses("POST", "/webhooks/github") >= {200, 400, 401, 404, 409, 413, 429, 500, 503}
     assert statuses("GET", "/readyz") == {200, 405, 503}
     assert statuses("GET", "/healthz") == {200, 405}
+    assert statuses("GET", "/") == {200, 405}
 
 
 def test_the_request_and_response_schemas_match_real_answers(
@@ -500,6 +513,7 @@ def test_the_request_and_response_schemas_match_real_answers(
     check(created.get_json(), "Item")
     check(client.get("/api/v1/items", headers=headers).get_json(), "ItemList")
     check(client.get("/api/v1/me", headers=headers).get_json(), "Me")
+    check(client.get("/").get_json(), "Home")
     check(client.get("/healthz").get_json(), "Health")
     check(client.get("/readyz").get_json(), "Ready")
     check(client.get("/api/v1/items").get_json(), "Problem")

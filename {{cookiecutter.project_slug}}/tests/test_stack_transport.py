@@ -89,22 +89,33 @@ def wait_for_log(path: Path, needle: str, timeout: float = 5.0) -> bool:
 # --- plain HTTP -----------------------------------------------------------------------------
 
 
+def served_names() -> list[str]:
+    """The names devstack serves by default besides localhost, as nginx compares them."""
+    answers = json.loads((PROJECT_ROOT / ".cookiecutter.json").read_text())
+    return ["localhost", "127.0.0.1", "[::1]", answers["domain_name"]]
+
+
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
-def test_http_pages_redirect_permanently_to_the_configured_name(
-    live_stack: LiveStack, method: str
+@pytest.mark.parametrize("name", served_names())
+def test_http_pages_redirect_permanently_to_the_requested_server_name(
+    live_stack: LiveStack, method: str, name: str
 ) -> None:
-    response = live_stack.http(
-        method, "/some/page?x=1&y=2", host=f"127.0.0.1:{live_stack.http_port}"
-    )
+    response = live_stack.http(method, "/some/page?x=1&y=2", host=f"{name}:{live_stack.http_port}")
     assert response.status == 301
-    expected = f"https://localhost:{live_stack.https_port}/some/page?x=1&y=2"
+    expected = f"https://{name}:{live_stack.https_port}/some/page?x=1&y=2"
     assert response.header("Location") == expected
     assert response.header_values("Strict-Transport-Security") == []
 
 
-def test_http_redirect_ignores_the_port_the_client_names(live_stack: LiveStack) -> None:
-    response = live_stack.http("GET", "/healthz", host="localhost:1234")
+def test_http_redirect_ignores_the_port_and_case_the_client_sends(live_stack: LiveStack) -> None:
+    response = live_stack.http("GET", "/healthz", host="LocalHost:1234")
     assert response.header("Location") == f"https://localhost:{live_stack.https_port}/healthz"
+
+
+def test_http_absolute_target_for_another_host_is_not_redirected(live_stack: LiveStack) -> None:
+    # nginx picks the server by the request line's host, so this is an unknown host (444).
+    with pytest.raises(ConnectionError):
+        live_stack.http("GET", "http://evil.example/page", host="localhost")
 
 
 @pytest.mark.parametrize(
@@ -133,6 +144,54 @@ def test_http_api_and_webhooks_are_refused_and_never_reach_the_app(
     assert wait_for_log(live_stack.gunicorn_log, control)
     # ... so the refused one would be there by now if it had been proxied.
     assert path not in live_stack.gunicorn_log.read_text(errors="replace")
+
+
+# Spellings that nginx normalises (percent-decoding, merged slashes, dot segments) to /api or
+# /webhooks, or that differ only in case or by a ;parameter: none may be redirected, since a
+# client that follows the redirect sends its credential again, now over HTTPS, and never
+# learns that it already crossed the network in clear text.
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/API/v1/me",
+        "/Api/v1/items",
+        "/api;x/v1/me",
+        "/api%3Bx/v1/me",
+        "/%61pi/v1/me",
+        "/%41PI/v1/me",
+        "//api/v1/me",
+        "/api%2Fv1/me",
+        "/./api/v1/me",
+        "/page/../api/v1/me",
+        "/API",
+        "/api.json",
+        "/WEBHOOKS/events",
+        "/webhooks;x/events",
+        "/%77ebhooks/github",
+    ],
+)
+def test_http_refuses_every_spelling_of_api_and_webhooks(live_stack: LiveStack, path: str) -> None:
+    response = live_stack.http("GET", path)
+    assert_problem(response, 403)
+    assert response.header("Location") is None
+
+
+@pytest.mark.parametrize("path", ["/apiary/page", "/webhooksite", "/docs/api"])
+def test_http_pages_merely_starting_like_api_still_redirect(
+    live_stack: LiveStack, path: str
+) -> None:
+    assert live_stack.http("GET", path).status == 301
+
+
+@pytest.mark.parametrize(
+    "credential", [("Authorization", "Bearer not-a-real-token"), ("X-API-Key", "not-a-real-key")]
+)
+def test_http_requests_carrying_a_credential_are_refused_not_redirected(
+    live_stack: LiveStack, credential: tuple[str, str]
+) -> None:
+    response = live_stack.http("GET", "/healthz", headers=[credential])
+    assert_problem(response, 403)
+    assert response.header("Location") is None
 
 
 def test_http_other_methods_are_refused_not_redirected(live_stack: LiveStack) -> None:
@@ -186,24 +245,89 @@ def test_hsts_once_on_nginx_413(live_stack: LiveStack) -> None:
         assert response.header_values(name) == [value]
 
 
-def test_rate_limit_answers_429_problem_with_hsts(start_stack: Callable[..., LiveStack]) -> None:
-    # Also a non-default HSTS policy: nginx and the app read the same settings.
-    stack = start_stack(
+PRELOAD_HSTS = "max-age=31536000; includeSubDomains; preload"
+ONE_YEAR = 365 * 86400
+
+
+@pytest.fixture(scope="module")
+def preload_stack(start_stack: Callable[..., LiveStack]) -> LiveStack:
+    """Non-default HSTS and rate limits: nginx and the app read the same settings."""
+    return start_stack(
         {
             "RATE_LIMIT_PER_SECOND": "1",
             "RATE_LIMIT_BURST": "0",
             "HSTS_PRELOAD": "true",
-            "HSTS_MAX_AGE": "31536000",
+            "HSTS_MAX_AGE": str(ONE_YEAR),
         }
     )
+
+
+def test_rate_limit_answers_429_problem_with_hsts_and_retry_after(
+    preload_stack: LiveStack,
+) -> None:
+    stack = preload_stack
     statuses = [stack.https("GET", "/api/v1/me").status for _ in range(5)]
     assert 429 in statuses
     limited = stack.https("GET", "/api/v1/me")
     assert_problem(limited, 429)
-    assert_one_hsts(limited, "max-age=31536000; includeSubDomains; preload")
-    assert_one_hsts(stack.https("GET", "/healthz"), "max-age=31536000; includeSubDomains; preload")
+    assert_one_hsts(limited, PRELOAD_HSTS)
+    # At RATE_LIMIT_PER_SECOND >= 1 a request is allowed again within a second.
+    assert limited.header_values("Retry-After") == ["1"]
+    assert_one_hsts(stack.https("GET", "/healthz"), PRELOAD_HSTS)
     # Only /api/ and /webhooks/ are limited.
     assert all(stack.https("GET", "/healthz").status == 200 for _ in range(5))
+
+
+def preload_issues(value: str) -> list[str]:
+    """What the HSTS preload list (hstspreload.org) holds against this header value: its
+    errors, and the warnings of its parser (repeated, empty or unknown directives)."""
+    issues = []
+    seen: set[str] = set()
+    max_age: int | None = None
+    for directive in (part.strip() for part in value.split(";")):
+        name = directive.lower().partition("=")[0]
+        if name in seen:
+            issues.append(f"repeated {name}")
+        seen.add(name)
+        if name == "max-age":
+            digits = directive.partition("=")[2]
+            if not digits.isdigit() or (digits.startswith("0") and len(digits) > 1):
+                issues.append(f"bad max-age {directive!r}")
+            else:
+                max_age = int(digits)
+        elif directive.lower() not in {"includesubdomains", "preload"}:
+            issues.append(f"unknown directive {directive!r}")
+    if max_age is None or max_age < ONE_YEAR:
+        issues.append(f"max-age below one year: {max_age}")
+    issues.extend(f"no {name}" for name in ("includesubdomains", "preload") if name not in seen)
+    return issues
+
+
+@pytest.mark.parametrize("name", ["localhost", served_names()[-1]])
+def test_hsts_preload_eligibility(preload_stack: LiveStack, name: str) -> None:
+    stack = preload_stack
+    # Plain HTTP: no HSTS (it means nothing there), and the first redirect goes to HTTPS on
+    # the very host that was asked for, so the browser records the policy for that host.
+    first = stack.http("GET", "/", host=f"{name}:{stack.http_port}")
+    assert first.status == 301
+    assert first.header_values("Strict-Transport-Security") == []
+    assert first.header("Location") == f"https://{name}:{stack.https_port}/"
+    # HTTPS: the root answers itself (no further redirect), with one preloadable policy.
+    root = stack.https("GET", "/", sni=name, host=f"{name}:{stack.https_port}")
+    assert root.status == 200
+    (policy,) = root.header_values("Strict-Transport-Security")
+    assert preload_issues(policy) == []
+
+
+def test_hsts_preload_issues_are_found() -> None:
+    # The check above can fail: each rule it applies, broken once.
+    assert preload_issues(PRELOAD_HSTS) == []
+    assert preload_issues("max-age=31535999; includeSubDomains; preload") != []
+    assert preload_issues("max-age=31536000; preload") == ["no includesubdomains"]
+    assert preload_issues("max-age=31536000; includeSubDomains") == ["no preload"]
+    assert preload_issues("max-age=31536000; includeSubDomains; preload; preload") != []
+    assert preload_issues("max-age=031536000; includeSubDomains; preload") != []
+    assert preload_issues("includeSubDomains; preload") != []
 
 
 def test_rate_limit_zero_turns_limiting_off(start_stack: Callable[..., LiveStack]) -> None:
@@ -247,6 +371,27 @@ def test_down_after_an_nginx_crash_frees_the_ports(start_stack: Callable[..., Li
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "DPoP", "dpop"])
+def test_nginx_refusing_two_authorization_headers_sends_the_schemes_challenge(
+    live_stack: LiveStack, scheme: str
+) -> None:
+    # nginx answers a repeated Authorization header itself (400) before the app could; the
+    # client must still learn why, in the scheme it used (RFC 6750 section 3.1, RFC 9449
+    # section 7.1: invalid_request).
+    headers = [("Authorization", f"{scheme} first"), ("Authorization", f"{scheme} second")]
+    response = live_stack.https("GET", "/api/v1/me", headers=headers)
+    assert_problem(response, 400)
+    expected = "DPoP" if scheme.lower() == "dpop" else "Bearer"
+    assert response.header_values("WWW-Authenticate") == [f'{expected} error="invalid_request"']
+    assert_one_hsts(response)
+
+
+def test_nginx_400_without_a_credential_has_no_challenge(live_stack: LiveStack) -> None:
+    response = live_stack.https("GET", "/api/v1/me", headers=[("Host", "localhost")])
+    assert_problem(response, 400)
+    assert response.header_values("WWW-Authenticate") == []
 
 
 def test_api_responses_carry_security_headers_and_no_versions(live_stack: LiveStack) -> None:

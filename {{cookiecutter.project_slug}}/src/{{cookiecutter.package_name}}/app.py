@@ -12,6 +12,7 @@ from . import (
     dpop,
     events,
     health,
+    home,
     logs,
     openapi,
     transport,
@@ -50,6 +51,7 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    app.register_blueprint(home.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(events.blueprint)

@@ -66,9 +66,14 @@ class Described:
     schema: str
     request_body: str | None = None
     errors: tuple[int, ...] = ()
+    media_type: str = "application/json"
 
 
 DESCRIBED: Final[Mapping[tuple[str, str], Described]] = {
+    ("GET", "/"): Described("Where to start: links to this API's description", 200, "Home"),
+    ("GET", "/docs"): Described(
+        "This document as a readable page", 200, "HtmlPage", media_type="text/html"
+    ),
     ("GET", "/healthz"): Described("Liveness: the process answers", 200, "Health"),
     ("GET", "/readyz"): Described(
         "Readiness: signing keys and replay store are usable", 200, "Ready", errors=(503,)
@@ -274,7 +279,7 @@ def _responses(
     else:
         responses[str(described.status)] = {
             "description": HTTPStatus(described.status).phrase,
-            "content": {"application/json": {"schema": _ref("schemas", described.schema)}},
+            "content": {described.media_type: {"schema": _ref("schemas", described.schema)}},
         }
     for status in sorted(_error_statuses(path, described, scopes, sender)):
         responses[str(status)] = _ref("responses", _error_component(status, sender))
@@ -356,6 +361,7 @@ def _components(app: Flask) -> dict[str, Any]:
 
 
 def _error_responses() -> dict[str, Any]:
+    text = {"type": "string"}
     responses = {
         _error_component(status, None): _problem_response(description)
         for status, description in ERROR_DESCRIPTIONS.items()
@@ -377,6 +383,9 @@ def _error_responses() -> dict[str, Any]:
     }
     responses["Conflict"]["headers"] = {
         "Retry-After": {"required": True, "schema": {"type": "string"}}
+    }
+    responses["TooManyRequests"]["headers"] = {
+        "Retry-After": {"required": True, "description": "Seconds to wait.", "schema": text}
     }
     responses["ServiceUnavailable"]["headers"] = {
         "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "string"}}
@@ -409,6 +418,26 @@ def _schemas() -> dict[str, Any]:
             },
             "additionalProperties": True,
         },
+        "Home": {
+            **_closed(
+                {
+                    "name": text,
+                    "version": text,
+                    "links": _closed(
+                        {
+                            "openapi": {"const": "/openapi.json"},
+                            "docs": {"const": "/docs"},
+                            "health": {"const": "/healthz"},
+                        }
+                    ),
+                }
+            ),
+            "description": (
+                "Relative links; also sent as RFC 8288 Link headers with the RFC 8631 "
+                "relations service-desc, service-doc and status."
+            ),
+        },
+        "HtmlPage": {"description": "An HTML document without scripts or styles.", **text},
         "Health": _closed({"status": {"const": "ok"}}),
         "Ready": _closed(
             {"status": {"const": "ready"}, "checks": {"type": "array", "items": text}}
