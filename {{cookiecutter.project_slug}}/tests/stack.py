@@ -225,6 +225,17 @@ def require_nginx() -> None:
     pytest.skip(reason)
 
 
+def require_tool(name: str, install: str) -> str:
+    """Path of a program a test needs: fails under CI=true when missing, else skips."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    if path:
+        return path
+    reason = f"{name} is not installed ({install})"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason + " and CI=true makes it mandatory")
+    pytest.skip(reason)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -292,9 +303,12 @@ def launch_stack(
     cert_file: Path,
     key_file: Path,
     ca_file: Path,
-    settings: Mapping[str, str] | None = None,
+    settings: Mapping[str, str | None] | None = None,
 ) -> LiveStack:
-    """Start a devstack on free ports; its runtime directory is short (AF_UNIX limit)."""
+    """Start a devstack on free ports; its runtime directory is short (AF_UNIX limit).
+
+    settings override the stack's environment; None removes a name (its default applies).
+    """
     require_nginx()
     run_dir = Path(tempfile.mkdtemp(prefix="stk-", dir="/tmp"))
     log_dir = state_dir / "log"
@@ -311,8 +325,12 @@ def launch_stack(
         "DEVSTACK_RUN_DIR": str(run_dir),
         "DEVSTACK_LOG_DIR": str(log_dir),
         "DEVSTACK_PYTHON": sys.executable,
-        **(settings or {}),
     }
+    for name, value in (settings or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     result = run_devstack("up", env)
     if result.returncode != 0:
         run_devstack("down", env)
