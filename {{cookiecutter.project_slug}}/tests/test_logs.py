@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,10 +20,11 @@ from typing import Any
 import pytest
 from flask import Flask, g, request
 from flask.testing import FlaskClient
+from gunicorn.glogging import Logger as GunicornLogger  # type: ignore[import-untyped, unused-ignore]
 from gunicorn.glogging import SafeAtoms  # type: ignore[import-untyped, unused-ignore]
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from {{ cookiecutter.package_name }} import logs
+from {{ cookiecutter.package_name }} import logs, serving
 from {{ cookiecutter.package_name }}.logs import JsonFormatter, gunicorn_logconfig_dict
 
 JWT = (
@@ -330,6 +332,22 @@ def test_gunicorn_logconfig_dict_shape(tmp_path: Path) -> None:
     assert config["root"]["level"] == "INFO"
     off = gunicorn_logconfig_dict(accesslog=None)
     assert off["handlers"]["access"]["class"] == "logging.NullHandler"
+
+
+def test_gunicorn_access_line_is_built_only_when_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gunicorn builds its access atoms whenever a logging configuration is set; the service's
+    logger skips that work unless GUNICORN_ACCESS_LOG (accesslog) names a target."""
+    calls: list[object] = []
+    monkeypatch.setattr(GunicornLogger, "access", lambda self, *args: calls.append(args))
+    logger = serving.Logger.__new__(serving.Logger)
+    logger.cfg = SimpleNamespace(accesslog=None, logconfig_dict=gunicorn_logconfig_dict())
+    logger.access(None, None, {}, timedelta(0))
+    assert calls == []
+    logger.cfg.accesslog = "-"
+    logger.access(None, None, {}, timedelta(0))
+    assert len(calls) == 1
 
 
 def free_port() -> int:
