@@ -28,14 +28,15 @@ can be copied into any Flask app (``transport.init_app(app)``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from flask import Flask, Response, request
+from flask import Flask, Response
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 PLAIN_HTTP_ALLOWED_PATHS = frozenset({"/healthz"})
@@ -53,6 +54,7 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
 }
+_HSTS = "strict-transport-security"
 
 
 def init_app(app: Flask) -> None:
@@ -64,18 +66,10 @@ def init_app(app: Flask) -> None:
     )
     # ProxyFix runs first (outermost), so the HTTPS check sees the scheme the trusted proxy
     # reported, never one a client claimed.
-    wsgi_app: WSGIApplication = _RequireHttps(app.wsgi_app)
+    wsgi_app: WSGIApplication = _RequireHttps(app.wsgi_app, hsts)
     if hops:
         wsgi_app = ProxyFix(wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.wsgi_app = wsgi_app  # type: ignore[method-assign, assignment]
-
-    def add_transport_headers(response: Response) -> Response:
-        _set_missing(response, SECURITY_HEADERS.items())
-        if request.is_secure:
-            response.headers["Strict-Transport-Security"] = hsts
-        return response
-
-    app.after_request(add_transport_headers)
 
 
 def hsts_header_value(max_age: int, preload: bool) -> str:
@@ -89,19 +83,37 @@ def hsts_header_value(max_age: int, preload: bool) -> str:
 
 
 class _RequireHttps:
-    """WSGI middleware: runs before Flask, so no view, hook or body parsing sees plain HTTP."""
+    """WSGI middleware: runs before Flask, so no view, hook or body parsing sees plain HTTP.
 
-    def __init__(self, wsgi_app: WSGIApplication) -> None:
+    It also adds the security headers to every response, as the response starts: cheaper
+    than editing Flask's header objects, and it covers answers no Flask hook sees.
+    """
+
+    def __init__(self, wsgi_app: WSGIApplication, hsts: str) -> None:
         self.wsgi_app = wsgi_app
+        self.hsts = ("Strict-Transport-Security", hsts)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("wsgi.url_scheme") == "https":
-            return self.wsgi_app(environ, start_response)
-        if environ.get("PATH_INFO", "") in PLAIN_HTTP_ALLOWED_PATHS:
-            return self.wsgi_app(environ, start_response)
-        response = _problem(403, "This API is only served over HTTPS.")
-        _set_missing(response, SECURITY_HEADERS.items())
-        return response(environ, start_response)
+        secure = environ.get("wsgi.url_scheme") == "https"
+        with_headers = self._adding_headers(start_response, secure)
+        if secure or environ.get("PATH_INFO", "") in PLAIN_HTTP_ALLOWED_PATHS:
+            return self.wsgi_app(environ, with_headers)
+        return _problem(403, "This API is only served over HTTPS.")(environ, with_headers)
+
+    def _adding_headers(self, start_response: StartResponse, secure: bool) -> StartResponse:
+        def start(
+            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            present = {name.lower() for name, _ in headers}
+            # A view that deliberately sets one of these (e.g. a cacheable document) keeps it.
+            added = [item for item in SECURITY_HEADERS.items() if item[0].lower() not in present]
+            if secure:
+                # Exactly one, this policy's, whatever the view sent.
+                headers = [item for item in headers if item[0].lower() != _HSTS]
+                added.append(self.hsts)
+            return start_response(status, [*headers, *added], exc_info)
+
+        return start
 
 
 def _problem(status: int, detail: str) -> Response:
@@ -113,12 +125,6 @@ def _problem(status: int, detail: str) -> Response:
         "detail": detail,
     }
     return Response(json.dumps(body), status=status, mimetype="application/problem+json")
-
-
-def _set_missing(response: Response, headers: Iterable[tuple[str, str]]) -> None:
-    # A view that deliberately sets one of these (e.g. a cacheable document) keeps its value.
-    for name, value in headers:
-        response.headers.setdefault(name, value)
 
 
 def _read_hops(value: object) -> int:
