@@ -97,9 +97,12 @@ if not control_socket_disable:
 
 # gunicorn sends "Server: gunicorn" without a version; nginx replaces it anyway.
 
-# Logs go to stderr/stdout; devstack redirects them under var/log/.
-accesslog = ENVIRONMENT.get("GUNICORN_ACCESS_LOG", "-")
+# Logs go to stderr/stdout; devstack redirects them under var/log/. The app writes one JSON
+# access line per request (logs.py), so gunicorn's own access line is off unless asked for
+# ("-" for stdout or a file): serving.Logger then skips the work of building it.
+accesslog = ENVIRONMENT.get("GUNICORN_ACCESS_LOG") or None
 errorlog = ENVIRONMENT.get("GUNICORN_ERROR_LOG", "-")
+logger_class = "{{ cookiecutter.package_name }}.serving.Logger"
 
 
 def on_starting(server: object) -> None:

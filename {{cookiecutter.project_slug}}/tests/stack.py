@@ -316,9 +316,12 @@ def launch_stack(
     cert_file: Path,
     key_file: Path,
     ca_file: Path,
-    settings: Mapping[str, str] | None = None,
+    settings: Mapping[str, str | None] | None = None,
 ) -> LiveStack:
-    """Start a devstack on free ports; its runtime directory is short (AF_UNIX limit)."""
+    """Start a devstack on free ports; its runtime directory is short (AF_UNIX limit).
+
+    settings override the stack's environment; None removes a name (its default applies).
+    """
     require_nginx()
     run_dir = Path(tempfile.mkdtemp(prefix="stk-", dir="/tmp"))
     log_dir = state_dir / "log"
@@ -335,8 +338,12 @@ def launch_stack(
         "DEVSTACK_RUN_DIR": str(run_dir),
         "DEVSTACK_LOG_DIR": str(log_dir),
         "DEVSTACK_PYTHON": sys.executable,
-        **(settings or {}),
     }
+    for name, value in (settings or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     result = run_devstack("up", env)
     if result.returncode != 0:
         run_devstack("down", env)

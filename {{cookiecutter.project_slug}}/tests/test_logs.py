@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,10 +21,11 @@ from typing import Any
 import pytest
 from flask import Flask, g, request
 from flask.testing import FlaskClient
+from gunicorn.glogging import Logger as GunicornLogger  # type: ignore[import-untyped, unused-ignore]
 from gunicorn.glogging import SafeAtoms  # type: ignore[import-untyped, unused-ignore]
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from {{ cookiecutter.package_name }} import logs
+from {{ cookiecutter.package_name }} import logs, serving
 from {{ cookiecutter.package_name }}.logs import JsonFormatter, gunicorn_logconfig_dict
 
 JWT = (
@@ -267,6 +270,94 @@ def test_problem_for_a_404_carries_the_request_id(client: FlaskClient) -> None:
     assert response.get_json(force=True)["request_id"] == response.headers["X-Request-ID"]
 
 
+# --- the formatter: one line, the same whichever way it is written --------------------------
+
+
+def make_record(
+    message: str = "%s %s %s",
+    args: tuple[object, ...] = ("GET", "/api/v1/items", 200),
+    /,
+    **extra: object,
+) -> logging.LogRecord:
+    record = logging.LogRecord("app.access", logging.INFO, __file__, 1, message, args, None)
+    record.created, record.msecs = 1795000000.0125, 12.5
+    record.__dict__.update(extra)
+    return record
+
+
+ACCESS_FIELDS: dict[str, object] = {
+    "request_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+    "method": "GET",
+    "path": "/api/v1/items",
+    "status": 200,
+    "duration_ms": 3.214,
+    "client": "203.0.113.7",
+    "sub": None,
+}
+RECORDS: dict[str, Callable[[], logging.LogRecord]] = {
+    "access line": lambda: make_record(**ACCESS_FIELDS),
+    "access line with a subject": lambda: make_record(**{**ACCESS_FIELDS, "sub": "alice"}),
+    "outside a request": lambda: make_record("started %d workers", (2,)),
+    "extra fields after the request's": lambda: make_record(
+        "hello", (), attempt=2, ratio=0.5, flag=True, note="n", request_id="r-12345678"
+    ),
+    "quotes, backslashes, control and non-ASCII characters": lambda: make_record(
+        'say "%s"', ("h\\i\n\x00\u00e9\ud83d\ude00",), path='/a"b\\c', client="\u2603"
+    ),
+    "numbers json would write as NaN": lambda: make_record(
+        "m", (), duration_ms=math.nan, other=math.inf, big=10**30
+    ),
+    "fields named like the line's own": lambda: make_record("m", (), time="t", level="l"),
+    "a private attribute": lambda: make_record("m", (), _private=object(), sub="bob"),
+    "a percent sign in a field name": lambda: make_record("m", (), **{"a%sb": "%s", "c%": 1}),
+}
+
+
+# Escaping, numbers JSON has no word for, and booleans (rare in logs) take the full way.
+TAKE_THE_FULL_WAY = {
+    "quotes, backslashes, control and non-ASCII characters",
+    "numbers json would write as NaN",
+    "extra fields after the request's",
+}
+
+
+@pytest.mark.parametrize(("name", "make"), RECORDS.items(), ids=RECORDS)
+def test_the_quick_and_the_full_way_write_the_same_valid_json(
+    name: str, make: Callable[[], logging.LogRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most records take a shortcut (nothing to scrub, nothing to escape): its lines must be
+    exactly those of the full way, and every line strict JSON in printable ASCII."""
+    shortcut = JsonFormatter()._line_if_nothing_to_do(make())
+    assert (shortcut is None) is (name in TAKE_THE_FULL_WAY)
+    quick = JsonFormatter().format(make())
+    monkeypatch.setattr(JsonFormatter, "_line_if_nothing_to_do", lambda self, record: None)
+    full = JsonFormatter().format(make())
+    assert quick == full
+    assert quick.isascii()
+    assert quick.isprintable()
+    entry = json.loads(quick, parse_constant=lambda name: pytest.fail(f"{name} in {quick}"))
+    assert list(entry)[:5] == ["time", "level", "logger", "message", "request_id"]
+    assert "_private" not in entry
+
+
+def test_a_line_holds_each_field_once_and_as_given() -> None:
+    line = JsonFormatter().format(RECORDS["extra fields after the request's"]())
+    entry = json.loads(line)
+    assert entry["request_id"] == "r-12345678"
+    assert list(entry)[5:] == ["attempt", "ratio", "flag", "note"]
+    assert (entry["attempt"], entry["ratio"], entry["flag"]) == (2, 0.5, True)
+    odd = json.loads(JsonFormatter().format(RECORDS["fields named like the line's own"]()))
+    assert odd["level"] == "INFO"
+    assert odd["time"] != "t"
+    assert line.count('"request_id"') == 1
+
+
+def test_a_secret_in_any_field_sends_the_record_the_full_way() -> None:
+    line = JsonFormatter().format(make_record(**{**ACCESS_FIELDS, "path": f"/x/{JWT}"}))
+    assert JWT not in line
+    assert json.loads(line)["path"] == "/x/[REDACTED]"
+
+
 # --- gunicorn -----------------------------------------------------------------------------------
 
 
@@ -341,6 +432,22 @@ def test_gunicorn_logconfig_dict_shape(tmp_path: Path) -> None:
     assert config["root"]["level"] == "INFO"
     off = gunicorn_logconfig_dict(accesslog=None)
     assert off["handlers"]["access"]["class"] == "logging.NullHandler"
+
+
+def test_gunicorn_access_line_is_built_only_when_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gunicorn builds its access atoms whenever a logging configuration is set; the service's
+    logger skips that work unless GUNICORN_ACCESS_LOG (accesslog) names a target."""
+    calls: list[object] = []
+    monkeypatch.setattr(GunicornLogger, "access", lambda self, *args: calls.append(args))
+    logger = serving.Logger.__new__(serving.Logger)
+    logger.cfg = SimpleNamespace(accesslog=None, logconfig_dict=gunicorn_logconfig_dict())
+    logger.access(None, None, {}, timedelta(0))
+    assert calls == []
+    logger.cfg.accesslog = "-"
+    logger.access(None, None, {}, timedelta(0))
+    assert len(calls) == 1
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ Requests carrying every kind of secret the service handles go through a stack of
 password in a JSON body, an exception whose message holds credentials). Then every file under
 the stack's log directory is read whole: nginx's access and error logs, and gunicorn.log, which
 holds the stdout and stderr of gunicorn and the app (nginx writes its own stderr to its error
-log, `-e`). No secret may appear anywhere; each request's nginx, gunicorn and app lines carry
+log, `-e`). No secret may appear anywhere; each request's nginx and app lines carry
 the id returned in X-Request-ID, never the one the client sent; the client address is the real
 one, never one the client claimed.
 
@@ -129,7 +129,7 @@ def wait_for_lines(service: stack.LiveStack, exchanges: Iterable[Exchange]) -> L
             exchange.name
             for exchange in exchanges
             if not logs.by("nginx.access", exchange.request_id)
-            or (exchange.proxied and not logs.by("gunicorn.access", exchange.request_id))
+            or (exchange.proxied and not logs.by(APP_ACCESS, exchange.request_id))
         ]
         if not missing or time.monotonic() > deadline:
             assert not missing, f"no access lines for {missing}"
@@ -307,7 +307,7 @@ def test_nginx_error_log_quotes_no_request(traffic: Traffic) -> None:
 def test_each_layer_logs_each_request_under_its_id(traffic: Traffic) -> None:
     for exchange in traffic.exchanges.values():
         request_id, status = exchange.request_id, exchange.response.status
-        loggers = ["nginx.access"] + (["gunicorn.access", APP_ACCESS] if exchange.proxied else [])
+        loggers = ["nginx.access"] + ([APP_ACCESS] if exchange.proxied else [])
         for logger in loggers:
             lines = traffic.logs.by(logger, request_id)
             assert len(lines) == 1, (exchange.name, logger)
@@ -319,6 +319,11 @@ def test_each_layer_logs_each_request_under_its_id(traffic: Traffic) -> None:
             )
         if not exchange.proxied:
             assert {line["logger"] for line in traffic.logs.about(request_id)} == {"nginx.access"}
+
+
+def test_one_access_line_from_python_per_request(traffic: Traffic) -> None:
+    """nginx's line and the app's are enough: gunicorn's own access line is off by default."""
+    assert [line for line in traffic.logs.lines if line["logger"] == "gunicorn.access"] == []
 
 
 def test_app_lines_about_a_request_carry_its_id(traffic: Traffic) -> None:

@@ -45,7 +45,7 @@ import stripe
 
 import stack
 import test_webhooks_processes
-from {{ cookiecutter.package_name }} import events, webhooks
+from {{ cookiecutter.package_name }} import events, logs, webhooks
 
 pytestmark = pytest.mark.stack
 
@@ -254,17 +254,17 @@ def processed(stack: LiveStack, delivery_id: str) -> list[str]:
 
 
 def reached_gunicorn(stack: LiveStack, request_ids: set[str]) -> set[str]:
-    """Which of nginx's request ids gunicorn wrote an access line for."""
+    """Which of nginx's request ids the app behind gunicorn wrote an access line for."""
     logged = {
         line.get("request_id")
         for line in log_lines(stack)
-        if line.get("logger") == "gunicorn.access"
+        if line.get("logger") == logs.access_logger.name
     }
     return request_ids & {value for value in logged if isinstance(value, str)}
 
 
 def wait_for_access_lines(stack: LiveStack, request_ids: set[str], timeout: float = 10) -> None:
-    # gunicorn writes its access line just after sending the answer.
+    # The app writes its access line just before gunicorn sends the answer.
     deadline = time.monotonic() + timeout
     while reached_gunicorn(stack, request_ids) != request_ids:
         missing = request_ids - reached_gunicorn(stack, request_ids)

@@ -3,7 +3,8 @@
 Every line is one JSON object: time (ISO 8601, UTC), level, logger, message, request_id and,
 for lines written during a request, method, path (never the query string), client (the real
 address, request.remote_addr after ProxyFix) and sub (the authenticated subject, when known).
-Access lines add status and duration_ms. All of it passes through redaction.RedactingFilter.
+Access lines add status and duration_ms. JsonFormatter scrubs every record with redaction.py
+before it writes a line; other handlers on the root logger get redaction.RedactingFilter.
 
 Request id: nginx generates one ($request_id) and sends it as X-Request-ID. The app accepts an
 incoming value only if it looks like an id (8 to 128 of A-Z a-z 0-9 . _ -), otherwise makes
@@ -17,15 +18,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import operator
 import re
 import secrets
 import sys
 import time
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping
+from itertools import islice
+from types import NoneType
 from typing import Any, TextIO
 
 from flask import Flask, Response, g, has_request_context, request
+from flask.globals import request_ctx
 from flask.logging import default_handler
 
 from .apikeys import key_prefix
@@ -44,6 +49,26 @@ _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None)._
     "asctime",
     "taskName",
 }
+_INIT_COUNT = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+# Record attributes that are not extra fields, and names the line itself uses.
+_NOT_EXTRA = (
+    _STANDARD_ATTRIBUTES | {*REQUEST_FIELDS, "time", "level", "logger", "exception"} | {"stack"}
+)
+_REMEMBERED = 512
+# How a template writes a value of each kind it takes as it is (None: null, no placeholder).
+_TEMPLATE_SPECS = {str: '"%s"', int: "%d", float: "%r", NoneType: "null"}
+# A template, then getters of the values it writes, of the text to look at, and where floats
+# sit (NaN and infinity are not JSON).
+_Shape = tuple[
+    str,
+    Callable[[list[Any]], tuple[Any, ...]],
+    Callable[[list[Any]], tuple[Any, ...]],
+    tuple[int, ...],
+]
+# Objects a log field can hold that are not JSON: written as their str().
+_ENCODER = json.JSONEncoder(default=str)
+# json's own string escaping (C): ASCII only, so every line is valid UTF-8 whatever it holds.
+_encode_string = json.encoder.encode_basestring_ascii
 
 access_logger = logging.getLogger(f"{__package__ or 'app'}.access")
 # This service's API keys carry its prefix (apikeys.py): recognised wherever they turn up.
@@ -69,10 +94,10 @@ def read_log_level(value: object) -> str:
 
 
 def configure_logging(level: str = "INFO") -> logging.Handler:
-    """Make sure the root logger writes JSON through the redaction filter; idempotent.
+    """Make sure the root logger writes redacted JSON lines; idempotent.
 
     Under gunicorn, gunicorn_logconfig_dict() already installed the handler: it is reused.
-    Every other handler already on the root logger gets the redaction filter too.
+    Every other handler already on the root logger gets the redaction filter.
     """
     root = logging.getLogger()
     root.setLevel(level.upper())
@@ -85,6 +110,9 @@ def configure_logging(level: str = "INFO") -> logging.Handler:
         # First, so the request fields it adds are scrubbed with the rest.
         handler.filters.insert(0, RequestContextFilter())
     for each in root.handlers:
+        # JsonFormatter scrubs what it writes itself, once; other formatters need the filter.
+        if isinstance(each.formatter, JsonFormatter):
+            continue
         if not any(isinstance(f, RedactingFilter) for f in each.filters):
             each.addFilter(RedactingFilter(REDACTOR))
     return handler
@@ -107,21 +135,42 @@ def _valid_request_id(value: str | None) -> str | None:
 
 
 def _start_request() -> None:
-    get_request_id()
     g.request_started = time.perf_counter()
+    get_request_id()
 
 
 def _finish_request(response: Response) -> Response:
-    response.headers[REQUEST_ID_HEADER] = get_request_id()
-    started = g.get("request_started")
-    duration_ms = round((time.perf_counter() - started) * 1000, 3) if started else None
-    access_logger.info(
-        "%s %s %s",
-        request.method,
-        request.path,
-        response.status_code,
-        extra={"status": response.status_code, "duration_ms": duration_ms},
-    )
+    request_id = get_request_id()
+    response.headers[REQUEST_ID_HEADER] = request_id
+    if access_logger.isEnabledFor(logging.INFO):
+        started = g.get("request_started")
+        duration_ms = round((time.perf_counter() - started) * 1000, 3) if started else None
+        # The request itself, not its proxy: one context look-up instead of one per attribute.
+        current = request_ctx.request
+        method, path, status = current.method, current.path, response.status_code
+        fields = {
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "client": current.remote_addr,
+            "sub": _current_sub(),
+        }
+        # makeRecord + handle is logger.info without the look up the stack for the caller's
+        # file and line, which no line shows: one access line per request, so it counts.
+        access_logger.handle(
+            access_logger.makeRecord(
+                access_logger.name,
+                logging.INFO,
+                __file__,
+                0,
+                "%s %s %s",
+                (method, path, status),
+                None,
+                extra=fields,
+            )
+        )
     return response
 
 
@@ -137,15 +186,21 @@ class RequestContextFilter(logging.Filter):
     """Adds request_id, method, path, client and sub to records written during a request."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Only what the record does not bring itself (access lines bring all of it).
         if has_request_context():
             fields = record.__dict__
-            fields.setdefault("request_id", get_request_id())
-            fields.setdefault("method", request.method)
-            # Scrubbed here too: when another handler's filter scrubbed the record first, before
-            # this field existed, the record is marked done and no filter looks at it again.
-            fields.setdefault("path", REDACTOR.redact(request.path))
-            fields.setdefault("client", request.remote_addr)
-            fields.setdefault("sub", _current_sub())
+            if "request_id" not in fields:
+                fields["request_id"] = get_request_id()
+            if "method" not in fields:
+                fields["method"] = request.method
+            if "path" not in fields:
+                # Scrubbed here too: when another handler's filter scrubbed the record first,
+                # before this field existed, the record is marked done and no filter looks again.
+                fields["path"] = REDACTOR.redact(request.path)
+            if "client" not in fields:
+                fields["client"] = request.remote_addr
+            if "sub" not in fields:
+                fields["sub"] = _current_sub()
         return True
 
 
@@ -169,40 +224,177 @@ class JsonFormatter(logging.Formatter):
         self.trusted_proxy_hops = trusted_proxy_hops
         self.proxies = TrustedProxies.parse(forwarded_allow_ips or DEFAULT_FORWARDED_ALLOW_IPS)
         self._redacting = RedactingFilter(redactor or REDACTOR)
+        self._redactor = self._redacting.redactor
+        # The last second written ("2026-11-22T05:52:37"): lines come many to a second.
+        self._second: tuple[int, str] = (-1, "")
+        # A line's %-template and the fields it writes, per level, logger and field names:
+        # the same few shapes come back on every line.
+        self._layouts: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {}
+        # The same for records with nothing to scrub or escape, per kinds of value too.
+        self._shapes: dict[tuple[Any, ...], _Shape | None] = {}
 
     def format(self, record: logging.LogRecord) -> str:
+        line = self._line_if_nothing_to_do(record)
+        if line is not None:
+            return line
         self._redacting.filter(record)
         fields = record.__dict__
+        names = _added_names(fields)
         if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
-            # Built from single atoms: the access format string may hold the query or referer.
-            fields = {**fields, **self._gunicorn_access_fields(record.args)}
+            # From single atoms: the access format string may hold the query or referer.
+            atoms = self._gunicorn_access_fields(record.args)
+            fields = {**fields, **atoms}
+            names += [name for name in atoms if name not in names]
             message = f"{fields['method']} {fields['path']} {fields['status']}"
         else:
             message = record.getMessage()
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": message,
-        }
-        entry["request_id"] = fields.get("request_id")
-        for name in REQUEST_FIELDS:
-            if name in fields:
-                entry[name] = fields[name]
-        if "sub" in entry and has_request_context():
+        if "sub" in fields and has_request_context():
             # The caller this service verified, never a credential: redaction would take the
             # sub of an API key, "apikey:<key id>", for an "apikey: <secret>" pair.
-            entry["sub"] = _current_sub()
-        for name, value in fields.items():
-            if name not in _STANDARD_ATTRIBUTES and name not in entry and name[:1] != "_":
-                entry[name] = value
+            fields["sub"] = _current_sub()
+        template, order = self._layout(record, names)
+        tail = ""
         if record.exc_text:
-            entry["exception"] = record.exc_text
+            tail += ', "exception": ' + _encode_string(record.exc_text)
         if record.stack_info:
-            entry["stack"] = record.stack_info
-        return json.dumps(entry, default=str)
+            tail += ', "stack": ' + _encode_string(record.stack_info)
+        values = [
+            _encode_string(value) if value.__class__ is str else _json_value(value)
+            for value in map(fields.__getitem__, order)
+        ]
+        return template % (
+            self._second_text(record.created),
+            record.msecs,
+            _encode_string(message),
+            *values,
+            tail,
+        )
+
+    def _line_if_nothing_to_do(self, record: logging.LogRecord) -> str | None:
+        """The line of a record with nothing to scrub or escape, else None: the common case.
+
+        Such a record has no exception, positional arguments, text that is printable ASCII
+        without quotes or backslashes and holds nothing that might be a secret, and fields of
+        plain kinds (text, whole numbers, finite floats, None) not named like a secret. Its line
+        comes from a %-template kept per shape of record (level, logger, field names and kinds
+        of value): a handful of C calls instead of work per field.
+        """
+        # Not a mapping argument (gunicorn's access atoms hold every header), no exception.
+        if record.args.__class__ is not tuple or record.exc_info or record.exc_text:
+            return None
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - the redaction filter copes with a broken format
+            return None
+        fields = record.__dict__
+        values = list(islice(fields.values(), _INIT_COUNT, None))
+        key = (
+            record.levelname,
+            record.name,
+            *islice(fields, _INIT_COUNT, None),
+            *map(type, values),
+        )
+        try:
+            shape = self._shapes[key]
+        except KeyError:
+            shape = self._learn_shape(key, record, values)
+        if shape is None or record.stack_info:
+            return None
+        template, arguments, texts, floats = shape
+        text = " ".join((message, *texts(values)))
+        plain = text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+        if not plain or self._redactor.might_hold_secrets(text):
+            return None
+        for position in floats:
+            if not math.isfinite(values[position]):
+                return None
+        line: str = template % (
+            self._second_text(record.created),
+            record.msecs,
+            message,
+            *arguments(values),
+        )
+        return line
+
+    def _learn_shape(
+        self, key: tuple[Any, ...], record: logging.LogRecord, values: list[Any]
+    ) -> _Shape | None:
+        """The template of a shape of record (see _line_if_nothing_to_do), None if it has none.
+
+        Template placeholders: the second, the milliseconds, the message, then each field
+        that has a value (None is written as null by the template itself).
+        """
+        names = list(record.__dict__)[_INIT_COUNT:]
+        kinds = [type(value) for value in values]
+        public = [index for index, name in enumerate(names) if name[:1] != "_"]
+        shape: _Shape | None = None
+        if all(kinds[index] in _TEMPLATE_SPECS for index in public) and not any(
+            self._redactor.is_sensitive_key(names[index]) for index in public
+        ):
+            order = [names.index(name) for name in REQUEST_FIELDS if name in names]
+            order += [index for index in public if names[index] not in _NOT_EXTRA]
+            text = [
+                '{"time": "%s.%03dZ", "level": ',
+                _encode_string(record.levelname).replace("%", "%%"),
+                ', "logger": ',
+                _encode_string(record.name).replace("%", "%%"),
+                ', "message": "%s"',
+            ]
+            if "request_id" not in names:
+                text.append(', "request_id": null')
+            for index in order:
+                name = _encode_string(names[index]).replace("%", "%%")
+                text.append(f", {name}: {_TEMPLATE_SPECS[kinds[index]]}")
+            text.append("}")
+            shape = (
+                "".join(text),
+                _getter([index for index in order if kinds[index] is not NoneType]),
+                _getter([index for index in public if kinds[index] is str]),
+                tuple(index for index in public if kinds[index] is float),
+            )
+        # Bounded: the program names its fields and loggers, but it may make many.
+        if len(self._shapes) < _REMEMBERED:
+            self._shapes[key] = shape
+        return shape
+
+    def _second_text(self, created: float) -> str:
+        second = int(created)
+        cached, text = self._second
+        if second != cached:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            # One tuple: threads sharing the formatter never pair a second with another's text.
+            self._second = (second, text)
+        return text
+
+    def _layout(self, record: logging.LogRecord, names: list[str]) -> tuple[str, tuple[str, ...]]:
+        """The %-template of a line and the fields whose JSON values fill it, in order.
+
+        Placeholders: the second, the milliseconds, the message, each field, the exception
+        and stack (or nothing). Fields go in REQUEST_FIELDS order, then any other in the order
+        given; request_id is always there (null outside a request).
+        """
+        key = (record.levelname, record.name, *names)
+        layout = self._layouts.get(key)
+        if layout is not None:
+            return layout
+        order = [name for name in REQUEST_FIELDS if name in names]
+        order += [name for name in names if name not in _NOT_EXTRA and name[:1] != "_"]
+        text = [
+            '{"time": "%s.%03dZ", "level": ',
+            _encode_string(record.levelname).replace("%", "%%"),
+            ', "logger": ',
+            _encode_string(record.name).replace("%", "%%"),
+            ', "message": %s',
+        ]
+        if "request_id" not in order:
+            text.append(', "request_id": null')
+        text += [f", {_encode_string(name).replace('%', '%%')}: %s" for name in order]
+        text.append("%s}")
+        layout = ("".join(text), tuple(order))
+        # Bounded: the program names its fields and loggers, but it may make many.
+        if len(self._layouts) < _REMEMBERED:
+            self._layouts[key] = layout
+        return layout
 
     def _gunicorn_access_fields(self, atoms: Mapping[str, Any]) -> dict[str, Any]:
         status = str(_atom(atoms, "s"))
@@ -230,6 +422,46 @@ class JsonFormatter(logging.Formatter):
         # As ProxyFix: the hops-th address from the right, else the peer itself.
         addresses = [part.strip() for part in forwarded.split(",")]
         return addresses[-hops] if len(addresses) >= hops else peer
+
+
+def _getter(positions: list[int]) -> Callable[[list[Any]], tuple[Any, ...]]:
+    """A function that picks these positions of a list, as a tuple (itemgetter, in C)."""
+    if not positions:
+        return lambda _: ()
+    if len(positions) == 1:
+        (position,) = positions
+        return lambda values: (values[position],)
+    return operator.itemgetter(*positions)
+
+
+def _added_names(fields: Mapping[str, object]) -> list[str]:
+    """Names a record got after LogRecord.__init__ (extra=, filters, formatters), in order.
+
+    LogRecord.__init__ sets its attributes before anything else can add one: those come after
+    them, and slicing finds them faster than a set difference. (A field that an odd filter
+    deleted and set again would be missed, and then neither looked at nor written.)
+    """
+    return list(fields)[_INIT_COUNT:]
+
+
+def _json_value(value: object) -> str:
+    """json.dumps(value, default=str) for one field, faster for the plain values lines hold.
+
+    Non-finite floats become strings, so that a line is always valid JSON (json.dumps would
+    write NaN); objects json does not know are written as their str().
+    """
+    if isinstance(value, str):
+        return _encode_string(value)
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        number = float.__repr__(value)
+        return number if math.isfinite(value) else f'"{number}"'
+    return _ENCODER.encode(value)
 
 
 def _atom(atoms: Mapping[str, Any], name: str) -> Any:
@@ -267,7 +499,8 @@ def gunicorn_logconfig_dict(
     accesslog/errorlog take gunicorn's values: "-" for stdout/stderr, a path for a file,
     None to turn the access log off. The app's own lines go where the error log goes.
     """
-    filters = ["request_context", "redact"]
+    # JsonFormatter scrubs each record itself, after request_context added its fields.
+    filters = ["request_context"]
 
     def handler(target: str | None, stream: str) -> dict[str, Any]:
         if target is None:
@@ -296,7 +529,6 @@ def gunicorn_logconfig_dict(
         "disable_existing_loggers": False,
         "filters": {
             "request_context": {"()": RequestContextFilter},
-            "redact": {"()": RedactingFilter, "redactor": redactor},
         },
         "formatters": {
             "json": {

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import logging
 import re
 import sys
@@ -137,6 +136,7 @@ _KEY_QUOTE_GROUP = {"header": "hq", "pair": "kq", "short": "sq", "pair_tuple": "
 _NOTHING = "(?!)"
 # Nested containers in extra fields are scrubbed this deep; deeper ones are str()-ed whole.
 _MAX_DEPTH = 4
+_NAMES_REMEMBERED = 1024
 # Each branch is a named group <kind> holding <kind>_value, the part that gets replaced; re
 # tries the branches at each position in order, so a header line wins over the bearer token
 # inside it, and a key=value over the JWT that is its value. Placeholders (@NAME@) instead of
@@ -263,6 +263,13 @@ _FIXED_TRIGGERS = (
     "github_pat_", "v1,", "v1a,", "v1=", "v0=", "sha1=", "sha256=", "sha512=", "basic", "://",
     "private key",
 )  # fmt: skip
+# Every match holds one of "=", ":", "," or "%" (a key and its value, a header, a signature,
+# a URL), except the matches of these few triggers. Text without any of those characters, such
+# as an access line, is looked at for these words only, with `in`: several times faster than a
+# regex, and faster still when the words with "_" are looked for only in text with a "_".
+_LONE_TRIGGERS = tuple(word for word in _FIXED_TRIGGERS if not any(c in word for c in "=:,%"))
+_LONE_WORDS = tuple(word for word in _LONE_TRIGGERS if "_" not in word)
+_LONE_UNDERSCORED = tuple(word for word in _LONE_TRIGGERS if "_" in word)
 
 
 def _triggers(keys: Iterable[str], headers: Iterable[str]) -> tuple[str, ...]:
@@ -304,7 +311,7 @@ class Redactor:
         self._triggers = re.compile("|".join(map(re.escape, triggers)))
         # The same few field and header names come back on every line; bounded, since header
         # names are chosen by clients.
-        self._key_is_sensitive = functools.lru_cache(maxsize=1024)(self._match_key)
+        self._sensitive_names: dict[str, bool] = {}
         groups = self._pattern.groupindex
         self._value_group = {
             name: groups[f"{name}_value"] for name in groups if f"{name}_value" in groups
@@ -312,13 +319,36 @@ class Redactor:
 
     def redact(self, text: str) -> str:
         """Return text with every secret value replaced by the marker."""
-        if self._triggers.search(text.lower()) is None:
+        if not self.might_hold_secrets(text):
             return text
         return self._pattern.sub(self._replace, text)
 
+    def might_hold_secrets(self, text: str) -> bool:
+        """False when redact() would certainly return text unchanged: a cheap first look.
+
+        Several values can be looked at in one call, joined by "\\0": when the joined text
+        holds nothing, neither does any of them.
+        """
+        lowered = text.lower()
+        if "=" in lowered or ":" in lowered or "," in lowered or "%" in lowered:
+            return self._triggers.search(lowered) is not None
+        for word in _LONE_WORDS:
+            if word in lowered:
+                return True
+        if "_" in lowered:
+            for word in _LONE_UNDERSCORED:
+                if word in lowered:
+                    return True
+        return False
+
     def is_sensitive_key(self, name: str) -> bool:
         """True when a field or dict key of this name holds a secret (its value is dropped)."""
-        return self._key_is_sensitive(name)
+        sensitive = self._sensitive_names.get(name)
+        if sensitive is None:
+            sensitive = self._match_key(name)
+            if len(self._sensitive_names) < _NAMES_REMEMBERED:
+                self._sensitive_names[name] = sensitive
+        return sensitive
 
     def _match_key(self, name: str) -> bool:
         return self._key_pattern.fullmatch(name) is not None
@@ -433,12 +463,48 @@ class RedactingFilter(logging.Filter):
         if record.__dict__.get(_DONE) is self.redactor:
             return True
         try:
-            self._redact_message(record)
-            self._redact_exception(record)
-            self._redact_extra(record)
+            if not self._nothing_to_scrub(record):
+                self._redact_message(record)
+                self._redact_exception(record)
+                self._redact_extra(record)
         except Exception:  # noqa: BLE001 - fail closed: what could not be scrubbed is dropped
             _blank(record, self.redactor.marker)
         record.__dict__[_DONE] = self.redactor
+        return True
+
+    def _nothing_to_scrub(self, record: logging.LogRecord) -> bool:
+        """The common case, decided with one cheap look at all of a record's text at once.
+
+        True (and the message formatted once) when the record has no exception, no mapping
+        argument, no field named like a secret, only plain values, and no text that might hold
+        a secret; anything else takes the full path, field by field.
+        """
+        if record.exc_info or record.exc_text or record.stack_info:
+            return False
+        try:
+            message = None if isinstance(record.args, Mapping) else record.getMessage()
+        except Exception:  # noqa: BLE001 - the full path copes with a broken format
+            message = None
+        if message is None:
+            return False
+        fields = record.__dict__
+        redactor = self.redactor
+        texts = [message]
+        for name in fields.keys() - _RECORD_ATTRIBUTES:
+            if name.startswith("_"):
+                continue
+            value = fields[name]
+            kind = type(value)
+            if kind is str:
+                texts.append(value)
+            elif not (value is None or kind is int or kind is float or kind is bool):
+                return False
+            if redactor.is_sensitive_key(name):
+                return False
+        if redactor.might_hold_secrets("\0".join(texts)):
+            return False
+        record.msg = message
+        record.args = ()
         return True
 
     def _redact_message(self, record: logging.LogRecord) -> None:

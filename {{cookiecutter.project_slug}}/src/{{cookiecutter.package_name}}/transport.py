@@ -40,13 +40,17 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,7 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
 }
+_HSTS = "strict-transport-security"
 
 
 class TransportConfigError(ValueError):
@@ -160,8 +165,11 @@ def init_app(app: Flask) -> None:
         _read_int(app.config, "HSTS_MAX_AGE", DEFAULT_HSTS_MAX_AGE),
         _read_bool(app.config, "HSTS_PRELOAD", False),
     )
-    # The proxy fix wraps the whole app, so the HTTPS check below sees the scheme the trusted
-    # proxy reported, never one a client (or any other peer) claimed.
+    # Headers are added as the response starts: cheaper than editing Flask's header objects,
+    # and they cover answers no Flask hook sees. The proxy fix wraps both, so the HTTPS check
+    # below and the HSTS decision see the scheme the trusted proxy reported, never one a client
+    # (or any other peer) claimed.
+    app.wsgi_app = _SecurityHeaders(app.wsgi_app, hsts)  # type: ignore[method-assign]
     if hops:
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, proxies, hops)  # type: ignore[method-assign]
 
@@ -171,14 +179,6 @@ def init_app(app: Flask) -> None:
         return _problem(403, "This API is only served over HTTPS.")
 
     app.before_request(require_https)
-
-    def add_transport_headers(response: Response) -> Response:
-        _set_missing(response, SECURITY_HEADERS.items())
-        if request.is_secure:
-            response.headers["Strict-Transport-Security"] = hsts
-        return response
-
-    app.after_request(add_transport_headers)
 
 
 def hsts_header_value(max_age: int, preload: bool) -> str:
@@ -193,6 +193,33 @@ def hsts_header_value(max_age: int, preload: bool) -> str:
     return f"{value}; preload" if preload else value
 
 
+class _SecurityHeaders:
+    """WSGI middleware adding the security headers (and HSTS over HTTPS) to every response."""
+
+    def __init__(self, wsgi_app: WSGIApplication, hsts: str) -> None:
+        self.wsgi_app = wsgi_app
+        self.hsts = ("Strict-Transport-Security", hsts)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        secure = environ.get("wsgi.url_scheme") == "https"
+        return self.wsgi_app(environ, self._adding_headers(start_response, secure))
+
+    def _adding_headers(self, start_response: StartResponse, secure: bool) -> StartResponse:
+        def start(
+            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            present = {name.lower() for name, _ in headers}
+            # A view that deliberately sets one of these (e.g. a cacheable document) keeps it.
+            added = [item for item in SECURITY_HEADERS.items() if item[0].lower() not in present]
+            if secure:
+                # Exactly one, this policy's, whatever the view sent.
+                headers = [item for item in headers if item[0].lower() != _HSTS]
+                added.append(self.hsts)
+            return start_response(status, [*headers, *added], exc_info)
+
+        return start
+
+
 def _problem(status: int, detail: str) -> Response:
     """RFC 9457 problem+json with the request's id; built here so that this file stands alone."""
     body = {
@@ -204,12 +231,6 @@ def _problem(status: int, detail: str) -> Response:
     if request_id := g.get("request_id"):
         body["request_id"] = request_id
     return Response(json.dumps(body), status, mimetype="application/problem+json")
-
-
-def _set_missing(response: Response, headers: Iterable[tuple[str, str]]) -> None:
-    # A view that deliberately sets one of these (e.g. a cacheable document) keeps its value.
-    for name, value in headers:
-        response.headers.setdefault(name, value)
 
 
 def _read_int(config: Mapping[str, object], name: str, default: int) -> int:
