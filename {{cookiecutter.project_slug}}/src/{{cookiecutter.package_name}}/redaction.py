@@ -309,6 +309,8 @@ class Redactor:
         triggers = (*_triggers(all_keys, headers), *(f"{p}_" for p in prefixes),
                     *(f"{p}%5f" for p in prefixes))  # fmt: skip
         self._triggers = re.compile("|".join(map(re.escape, triggers)))
+        # API keys stand alone in paths and messages, with no key name or separator before them.
+        self._lone_underscored = (*_LONE_UNDERSCORED, *(f"{p}_" for p in prefixes))
         # The same few field and header names come back on every line; bounded, since header
         # names are chosen by clients.
         self._sensitive_names: dict[str, bool] = {}
@@ -336,7 +338,7 @@ class Redactor:
             if word in lowered:
                 return True
         if "_" in lowered:
-            for word in _LONE_UNDERSCORED:
+            for word in self._lone_underscored:
                 if word in lowered:
                     return True
         return False

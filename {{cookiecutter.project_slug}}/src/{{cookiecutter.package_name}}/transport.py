@@ -43,15 +43,13 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from types import TracebackType
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-if TYPE_CHECKING:
-    from _typeshed import OptExcInfo
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
+OptExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 log = logging.getLogger(__name__)
 
 # What init_app reads from app.config (and validates: nothing else checks these).
