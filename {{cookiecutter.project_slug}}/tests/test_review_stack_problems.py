@@ -52,7 +52,8 @@ def assert_problem_with_request_id(response: Response, status: int) -> None:
     body = json.loads(response.body)
     assert body["status"] == status
     request_id = response.header("X-Request-ID")
-    assert request_id and NGINX_REQUEST_ID.fullmatch(request_id)
+    assert request_id
+    assert NGINX_REQUEST_ID.fullmatch(request_id)
     assert body.get("request_id") == request_id
 
 
