@@ -43,7 +43,7 @@ def issuer_key() -> RSAKey:
 @pytest.fixture
 def client(tmp_path: Path, issuer_key: RSAKey) -> FlaskClient:
     (tmp_path / "public.pem").write_bytes(issuer_key.as_pem(private=False))
-    app = Flask("dpop_review")
+    app = Flask("dpop_costly_keys")
     app.config.update(
         APP_ENV="test",
         JWT_ISSUER=ISSUER,
