@@ -562,8 +562,16 @@ def hosts() -> Iterator[Hosts]:
         client = Client(network.namespace("client"), directory / "certs" / "ca.pem", 32)
         hosts = Hosts(network, client, processes, redis_url)
         ready = client
+
+        def both_app_hosts_answer() -> bool:
+            # An app host still booting when the edge first tries it is left alone for
+            # fail_timeout (10 s): the tests start only once both answer through the edge.
+            results = [ready.request("GET", "/readyz") for _ in range(4)]
+            served = hosts.served_by(results)
+            return all(r.status == 200 for r in results) and all(served[h] for h in APP_HOSTS)
+
         try:
-            wait_until(lambda: ready.request("GET", "/readyz").status == 200, "the stack answering")
+            wait_until(both_app_hosts_answer, "both app hosts answering", timeout=60)
         except AssertionError:
             logs = "\n".join(f"--- {p.name}\n{p.tail()}" for p in processes.values())
             raise AssertionError(f"the multi-host stack did not start:\n{logs}") from None
