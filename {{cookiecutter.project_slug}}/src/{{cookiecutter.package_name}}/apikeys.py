@@ -596,8 +596,17 @@ def _key_file_setting(value: object) -> KeyFile | None:
 
 
 def write_key_file(path: Path, records: Iterable[KeyRecord]) -> None:
-    """Replace the key file atomically (a temporary file renamed over it), mode 0600."""
+    """Replace the key file atomically (a temporary file renamed over it): mode 0600, or, over
+    an existing file, its owner and group and its owner and group read permission."""
     text = json.dumps({"keys": [record.to_json() for record in records]}, indent=2) + "\n"
+    # The service may read the file as another user, through its group (`sudo flask api-keys
+    # revoke` beside a service user). A replacement it cannot read would leave every worker on
+    # the keys it read last, the revoked one included, so whoever could read it still can.
+    try:
+        existing: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        existing = None
+    mode = FILE_MODE if existing is None else FILE_MODE | (stat.S_IMODE(existing.st_mode) & 0o040)
     # Same directory, so the rename is atomic: readers see the old file or the new one whole.
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -605,7 +614,11 @@ def write_key_file(path: Path, records: Iterable[KeyRecord]) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temporary, FILE_MODE)
+            if existing is not None:
+                # Only root may give a file away; anyone may keep one of their own groups.
+                with contextlib.suppress(PermissionError):
+                    os.fchown(handle.fileno(), existing.st_uid, existing.st_gid)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -84,6 +84,12 @@ THUMBPRINT_MEMBERS: Final[Mapping[str, tuple[str, ...]]] = {
 # RFC 7517/7518: members that only a private (or symmetric) key has.
 PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 MIN_RSA_BITS: Final = 2048
+# The proof's key is the sender's choice, and so is what checking it costs: a public exponent
+# near the modulus makes verification a full modular exponentiation (10 to 30 ms instead of
+# 0.1), a 16384-bit modulus about 20 ms. Bounded as other JOSE stacks bound them (Go's
+# crypto/rsa takes exponents below 2**31; clients use 65537), before any signature work.
+MAX_RSA_BITS: Final = 4096
+MAX_RSA_EXPONENT: Final = 2**32 - 1
 # RFC 9449 section 11.1: proofs are accepted for a short time only; the window is the token
 # leeway plus this, either side of now, and a jti is remembered for twice that.
 PROOF_WINDOW_SECONDS: Final = 60
@@ -285,6 +291,10 @@ def _public_key(jwk: object, alg: str) -> tuple[Any, str]:
         raise DPoPProofError("The DPoP proof jwk is not a usable public key") from None
     if kty == "RSA" and getattr(key, "key_size", 0) < MIN_RSA_BITS:
         raise DPoPProofError("The DPoP proof jwk is an RSA key shorter than 2048 bits")
+    if kty == "RSA" and (key.key_size > MAX_RSA_BITS or key.public_numbers().e > MAX_RSA_EXPONENT):
+        raise DPoPProofError(
+            "The DPoP proof jwk must be an RSA key of at most 4096 bits, exponent below 2**32"
+        )
     return key, thumbprint
 
 

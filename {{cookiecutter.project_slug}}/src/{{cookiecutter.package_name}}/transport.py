@@ -40,6 +40,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -71,6 +72,7 @@ FORWARDING_HEADERS = (
 DEFAULT_HSTS_MAX_AGE = 63_072_000
 # hstspreload.org refuses a max-age below one year.
 PRELOAD_MIN_MAX_AGE = 31_536_000
+_DIGITS = re.compile(r"[0-9]+")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 
@@ -235,10 +237,12 @@ def _read_int(config: Mapping[str, object], name: str, default: int) -> int:
     value = config.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise TransportConfigError(name, "must be a whole number")
-    try:
-        number = int(value)
-    except ValueError:
-        raise TransportConfigError(name, f"must be a whole number, got {value!r}") from None
+    # Plain ASCII digits only, as nginx reads the same variables: int() also takes "+100",
+    # "1_000" and other scripts' digits, which a check elsewhere (production's HSTS floor,
+    # nginx) would read differently or not at all.
+    if isinstance(value, str) and not _DIGITS.fullmatch(value.strip()):
+        raise TransportConfigError(name, f"must be a whole number, got {value!r}")
+    number = int(value)
     if number < 0:
         raise TransportConfigError(name, f"must be zero or positive, got {number}")
     return number

@@ -254,15 +254,17 @@ def verify_standard_webhook(
     if len(entries) > MAX_SIGNATURES:
         # Each v1a candidate costs an ed25519 verification per key: bounded work per request.
         raise WebhookRejected(400, "too many signatures in webhook-signature")
+    candidates: dict[str, list[bytes]] = {}
+    for version, candidate in entries:
+        candidates.setdefault(version, []).append(candidate)
     matched = False
     # Every key of every version against every candidate of that version, none skipped, so
     # the time taken says nothing about which one matched.
-    for version, candidate in entries:
+    for version, of_version in candidates.items():
         check = STANDARD_SIGNATURE_CHECKS.get(version)
         if check is None:
             continue  # a version this receiver does not know: never a match
-        for key in by_version.get(version, ()):
-            matched |= check(key, signed, candidate)
+        matched |= check(tuple(by_version.get(version, ())), signed, of_version)
     if not matched:
         raise WebhookRejected(401, "no valid signature")
     return VerifiedDelivery(delivery_id=msg_id, timestamp=timestamp)
@@ -335,8 +337,27 @@ def _hex_or_empty(value: str) -> bytes:
         return b""
 
 
-def _hmac_sha256_matches(secret: bytes, signed: bytes, candidate: bytes) -> bool:
-    return hmac.compare_digest(hmac.new(secret, signed, hashlib.sha256).digest(), candidate)
+def _hmac_sha256_matches(secrets: Sequence[bytes], signed: bytes, candidates: list[bytes]) -> bool:
+    # One HMAC per secret, compared with every candidate: the sender picks how many candidates
+    # there are, and each must not cost another pass over a body of up to 1 MiB.
+    matched = False
+    for secret in secrets:
+        expected = hmac.new(secret, signed, hashlib.sha256).digest()
+        for candidate in candidates:
+            matched |= hmac.compare_digest(expected, candidate)
+    return matched
+
+
+def _ed25519_any_matches(
+    public_keys: Sequence[bytes], signed: bytes, candidates: list[bytes]
+) -> bool:
+    # Inherently one pass over the body per (key, candidate): ed25519 hashes R || A || M, and R
+    # is the candidate's own. MAX_SIGNATURES bounds the candidates.
+    matched = False
+    for public_key in public_keys:
+        for candidate in candidates:
+            matched |= _ed25519_matches(public_key, signed, candidate)
+    return matched
 
 
 def _ed25519_matches(public_key: bytes, signed: bytes, candidate: bytes) -> bool:
@@ -353,11 +374,14 @@ def _ed25519_matches(public_key: bytes, signed: bytes, candidate: bytes) -> bool
     return True
 
 
-# Standard Webhooks signature versions and how a candidate is checked against one key; the
-# keys of each version come from its own setting (STANDARD_WEBHOOKS.keys).
-STANDARD_SIGNATURE_CHECKS: Final[Mapping[str, Callable[[bytes, bytes, bytes], bool]]] = {
+# Standard Webhooks signature versions and how the candidates of one version are checked
+# against all its keys (True if any pair matches); the keys of each version come from its own
+# setting (STANDARD_WEBHOOKS.keys).
+STANDARD_SIGNATURE_CHECKS: Final[
+    Mapping[str, Callable[[Sequence[bytes], bytes, list[bytes]], bool]]
+] = {
     "v1": _hmac_sha256_matches,  # symmetric: HMAC-SHA256 keyed with a whsec_ secret
-    "v1a": _ed25519_matches,  # asymmetric: ed25519, verified with a whpk_ public key
+    "v1a": _ed25519_any_matches,  # asymmetric: ed25519, verified with a whpk_ public key
 }
 
 
