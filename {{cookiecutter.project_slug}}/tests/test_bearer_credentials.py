@@ -18,7 +18,7 @@ from flask import Flask, Response, request
 from flask.testing import FlaskClient
 from joserfc.jwk import RSAKey
 
-from jose_helpers import make_claims, mint
+from jose_helpers import RSA_KEYS, make_claims, mint
 from {{ cookiecutter.package_name }} import bearer
 
 ISSUER = "https://issuer.test/"
@@ -52,9 +52,9 @@ class FakeCredential:
         return caller
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def our_key() -> RSAKey:
-    return RSAKey.generate_key(2048)
+    return RSA_KEYS[0]
 
 
 @pytest.fixture
