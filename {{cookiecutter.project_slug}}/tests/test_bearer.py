@@ -53,6 +53,7 @@ from jose_helpers import (
     private,
     public_jwk,
     segment,
+    slug,
     unsigned_token,
 )
 from {{ cookiecutter.package_name }} import bearer
@@ -204,7 +205,7 @@ def test_valid_token_is_accepted(client: FlaskClient, our_key: RSAKey, library: 
 
 @pytest.mark.parametrize(
     "scheme", ["bearer", "BEARER", "bEaReR", "Bearer  ", "Bearer   ", " Bearer", "\tBearer"],
-    ids=repr,
+    ids=slug,
 )  # fmt: skip
 def test_scheme_is_case_insensitive_and_allows_several_spaces(
     client: FlaskClient, our_key: RSAKey, scheme: str
@@ -1103,7 +1104,7 @@ def test_protected_view_without_init_app_fails_closed() -> None:
         app.test_client().get("/read", headers=auth("abc"))
 
 
-@pytest.mark.parametrize("scope", ['items "read"', "items read", "", "items\\read", "é"], ids=repr)
+@pytest.mark.parametrize("scope", ['items "read"', "items read", "", "items\\read", "é"], ids=slug)
 def test_invalid_scope_name_is_refused_at_decoration(scope: str) -> None:
     with pytest.raises(ValueError, match="not a valid OAuth scope"):
         bearer.require_scopes("items:read", scope)

@@ -16,7 +16,16 @@ from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from joserfc.jwk import ECKey, RSAKey
 
-from jose_helpers import ALG_NOT_ALLOWED, AUDIENCE, ISSUER, RSA_KEYS, JwksServer, make_claims, mint
+from jose_helpers import (
+    ALG_NOT_ALLOWED,
+    AUDIENCE,
+    ISSUER,
+    RSA_KEYS,
+    JwksServer,
+    make_claims,
+    mint,
+    slug,
+)
 from {{ cookiecutter.package_name }} import bearer
 
 
@@ -169,7 +178,7 @@ def test_jwks_timings_are_checked_with_a_key_file_too(
         (("RS256", "PS256"), ["RS256", "PS256"]),
         (["PS256", "RS256", "PS256"], ["PS256", "RS256"]),
     ],
-    ids=repr,
+    ids=slug,
 )
 def test_algorithm_spellings(
     make_app: Callable[..., Flask], our_key: RSAKey, value: Any, allowed: list[str]
@@ -189,7 +198,7 @@ def test_algorithm_spellings(
 NO_ALGORITHM = "JWT_ALGORITHMS: give at least one algorithm, e.g. RS256"
 
 
-@pytest.mark.parametrize("value", ["", " ", ",", (), [], 256, {"RS256"}, b"RS256"], ids=repr)
+@pytest.mark.parametrize("value", ["", " ", ",", (), [], 256, {"RS256"}, b"RS256"], ids=slug)
 def test_no_algorithm_is_refused(refusal: Callable[..., str], value: Any) -> None:
     assert refusal(JWT_ALGORITHMS=value) == NO_ALGORITHM
 
@@ -207,7 +216,7 @@ def test_no_algorithm_is_refused(refusal: Callable[..., str], value: Any) -> Non
         (("RS256", 256), "256"),
         (("RS256", None), "None"),
     ],
-    ids=repr,
+    ids=slug,
 )
 def test_symmetric_none_or_unknown_algorithms_are_refused(
     refusal: Callable[..., str], value: Any, refused: str
@@ -223,7 +232,7 @@ def test_symmetric_none_or_unknown_algorithms_are_refused(
 
 
 @pytest.mark.parametrize("name", ["JWT_ISSUER", "JWT_AUDIENCE"])
-@pytest.mark.parametrize("value", [None, "", "  ", "\t\n", 7, ["https://issuer.test/"]], ids=repr)
+@pytest.mark.parametrize("value", [None, "", "  ", "\t\n", 7, ["https://issuer.test/"]], ids=slug)
 def test_issuer_and_audience_are_required(
     refusal: Callable[..., str], name: str, value: Any
 ) -> None:
@@ -354,7 +363,7 @@ WRONG_TYPE_SETTING = "JWT_TOKEN_TYPE: must be a media type such as at+jwt, or an
 
 
 @pytest.mark.parametrize(
-    "value", ["at jwt", "at+jwt;q=1", "/", "at+jwt\n", 'at"jwt', "é+jwt", 7, ["at+jwt"]], ids=repr
+    "value", ["at jwt", "at+jwt;q=1", "/", "at+jwt\n", 'at"jwt', "é+jwt", 7, ["at+jwt"]], ids=slug
 )
 def test_token_type_that_is_no_media_type_is_refused(
     refusal: Callable[..., str], value: Any
@@ -365,7 +374,7 @@ def test_token_type_that_is_no_media_type_is_refused(
 WRONG_REALM = "JWT_REALM: must be printable ASCII without quotes or backslashes"
 
 
-@pytest.mark.parametrize("value", ['my "api"', "a\\b", "", "tab\there", "é", 7], ids=repr)
+@pytest.mark.parametrize("value", ['my "api"', "a\\b", "", "tab\there", "é", 7], ids=slug)
 def test_realm_that_cannot_be_quoted_is_refused(refusal: Callable[..., str], value: Any) -> None:
     assert refusal(JWT_REALM=value) == WRONG_REALM
 

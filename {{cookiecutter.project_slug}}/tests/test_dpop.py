@@ -39,6 +39,7 @@ from jose_helpers import (
     mint,
     private,
     segment,
+    slug,
 )
 from {{ cookiecutter.package_name }} import bearer, dpop, webhooks
 
@@ -927,7 +928,7 @@ def test_thumbprint_of_no_public_key_is_refused(jwk: dict[str, Any]) -> None:
         (("ES384", "RS256"), "ES384 RS256"),
         (["RS512", "RS512"], "RS512"),
     ],
-    ids=repr,
+    ids=slug,
 )
 def test_proof_algorithm_spellings(
     make_client: Callable[..., FlaskClient], value: Any, algs: str
@@ -941,7 +942,7 @@ def test_proof_algorithm_spellings(
     "value",
     ["sometimes", "Required", "REQUIRED", "Allowed", "required ", "true", "on", "1", "yes",
      "off", True, ["required"]],
-    ids=repr,
+    ids=slug,
 )  # fmt: skip
 def test_unknown_dpop_modes_are_refused(public_key_file: Path, value: Any) -> None:
     with pytest.raises(dpop.DPoPConfigError) as refused:
@@ -967,7 +968,7 @@ NO_PROOF_ALGORITHM = "JWT_DPOP_ALGORITHMS: give at least one algorithm, e.g. ES2
         ("ES256;PS256", "'ES256;PS256'"),
         (("ES256", 7), "7"),
     ],
-    ids=repr,
+    ids=slug,
 )
 def test_unusable_proof_algorithms_are_refused(
     public_key_file: Path, value: Any, message: str
@@ -988,7 +989,7 @@ def test_unusable_proof_algorithms_are_refused(
     ["http://api.example.com", "https://api.example.com/api", "api.example.com",
      "https://api.example.com:99999", "https://api.example.com?x=1", "https://api.example.com/?",
      "https://api.example.com#top", "https://u@api.example.com", "https://", ["https://a.test", 7]],
-    ids=repr,
+    ids=slug,
 )  # fmt: skip
 def test_unusable_origins_are_refused(public_key_file: Path, value: Any) -> None:
     with pytest.raises(dpop.DPoPConfigError) as refused:
@@ -1000,7 +1001,7 @@ def test_unusable_origins_are_refused(public_key_file: Path, value: Any) -> None
     )
 
 
-@pytest.mark.parametrize("value", [7, {"https://a.test": 1}], ids=repr)
+@pytest.mark.parametrize("value", [7, {"https://a.test": 1}], ids=slug)
 def test_origins_of_another_type_are_refused(public_key_file: Path, value: Any) -> None:
     with pytest.raises(dpop.DPoPConfigError) as refused:
         dpop_app(public_key_file, JWT_DPOP_ORIGINS=value)
