@@ -326,6 +326,27 @@ def test_new_kid_is_accepted_after_refetch(
     assert server.hits == 2
 
 
+def test_a_refetch_that_changes_nothing_keeps_verified_tokens(
+    server: JwksServer, key_a: RSAKey, key_b: RSAKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.publish(key_a)
+    app = jwks_app(server.url)
+    token = mint(key_a, make_claims())
+    verified: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        verified.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    assert call(app, token).status_code == 200
+    assert_refused(call(app, mint(key_b, make_claims())), UNKNOWN_KID)  # refetch: same keys
+    assert server.hits == 2
+    assert call(app, token).status_code == 200
+    assert verified == [token]  # still answered from the verified-token cache
+
+
 def test_retired_kid_is_rejected_once_the_cache_expires(
     server: JwksServer, key_a: RSAKey, key_b: RSAKey
 ) -> None:
@@ -543,9 +564,13 @@ def test_service_recovers_when_the_provider_comes_back(server: JwksServer, key_a
     server.status = 500
     app = jwks_app(server.url)
     assert_unavailable(call(app, mint(key_a, make_claims())))
+    assert not ready(app)
     server.status = 200
+    assert ready(app)  # the readiness probe itself fetches while no key is known
+    assert server.hits == 4
     assert call(app, mint(key_a, make_claims())).status_code == 200
     assert ready(app)
+    assert server.hits == 4
 
 
 # --------------------------------------------------------------------- what is fetched

@@ -141,6 +141,11 @@ def dpop_app(public_key_file: Path, store: Any = None, **config: Any) -> Flask:
     def write() -> dict[str, Any]:
         return {}
 
+    @app.get("/")
+    @bearer.require_scopes()
+    def home() -> dict[str, Any]:
+        return {}
+
     @app.get("/files/<path:name>")
     @bearer.require_scopes("items:read")
     def files(name: str) -> dict[str, Any]:
@@ -348,6 +353,25 @@ def test_the_called_path_comes_from_what_the_server_saw(
     proof = dpop_proof(client_key, "GET", htu, token)
     response = call(client, token, proof, path="/files/a%2Fb", **environ)
     assert response.status_code == 200, response.get_json()
+
+
+def test_an_absolute_form_target_without_a_path_is_the_root(
+    client: FlaskClient, client_key: ECKey, token: str
+) -> None:
+    proof = dpop_proof(client_key, "GET", f"{BASE_URL}/", token)
+    response = call(client, token, proof, path="/", RAW_URI="https://api.test", REQUEST_URI="")
+    assert response.status_code == 200, response.get_json()
+
+
+@pytest.mark.parametrize(
+    "typ", ["dpop+jwt", "application/dpop+jwt", "DPoP+JWT", "Application/DPOP+jwt"]
+)
+def test_proof_typ_is_a_media_type(
+    client: FlaskClient, client_key: ECKey, token: str, typ: str
+) -> None:
+    # RFC 7515 section 4.1.9: compared case-insensitively, "application/" may be left out.
+    proof = dpop_proof(client_key, "GET", READ_URL, token, header={"typ": typ})
+    assert call(client, token, proof).status_code == 200
 
 
 def test_iat_window_is_the_leeway_plus_60_seconds(
@@ -1068,3 +1092,78 @@ print(json.dumps(answers))
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [200, 401, 200]
+
+
+# --------------------------------------------------------------------- bearer.py's side
+
+
+class FakeProofs:
+    """Any proof checker bearer.py may be given (dpop.py is one): what it raises is what bearer
+    answers, within the RFC 9449 error codes and a description safe in a header."""
+
+    required = False
+    algorithms = ("ES256",)
+
+    def __init__(self, failure: Exception | None) -> None:
+        self.failure = failure
+        self.calls: list[tuple[str, str, int]] = []
+
+    def verify_proof(self, access_token: str, bound_to: str, *, leeway: int) -> None:
+        self.calls.append((access_token, bound_to, leeway))
+        if self.failure is not None:
+            raise self.failure
+
+
+def refused_by(error: str | None, description: str) -> ValueError:
+    failure = ValueError(description)
+    if error is not None:
+        failure.error = error  # type: ignore[attr-defined]
+    return failure
+
+
+@pytest.mark.parametrize(
+    ("failure", "error", "description"),
+    [
+        (refused_by(None, "No good"), "invalid_dpop_proof", "No good"),
+        (refused_by("invalid_token", "Bound elsewhere"), "invalid_token", "Bound elsewhere"),
+        (refused_by("invalid_dpop_proof", "Stale"), "invalid_dpop_proof", "Stale"),
+        # Anything else is replaced, never echoed into the challenge.
+        (refused_by("server_error", "Boom"), "invalid_dpop_proof", "The DPoP proof is invalid"),
+        (refused_by(None, 'Quote " inside'), "invalid_dpop_proof", "The DPoP proof is invalid"),
+        (refused_by(None, "Line\nbreak"), "invalid_dpop_proof", "The DPoP proof is invalid"),
+        (refused_by(None, ""), "invalid_dpop_proof", "The DPoP proof is invalid"),
+    ],
+    ids=["no-code", "invalid-token", "invalid-dpop-proof", "other-code", "quote", "newline",
+         "empty"],
+)  # fmt: skip
+def test_a_proof_checkers_refusal_becomes_a_401_challenge(
+    public_key_file: Path,
+    issuer_key: RSAKey,
+    client_key: ECKey,
+    *,
+    failure: Exception,
+    error: str,
+    description: str,
+) -> None:
+    app = dpop_app(public_key_file, JWT_LEEWAY_SECONDS=12)
+    proofs = FakeProofs(failure)
+    app.extensions["dpop"] = proofs
+    token = mint(issuer_key, make_claims(**bound_to(client_key)))
+    response = call(app.test_client(), token, "p.r.f")
+    assert_refused(response, error, description, algs="ES256")
+    assert proofs.calls == [(token, client_key.thumbprint(), 12)]
+
+
+def test_a_proof_checker_that_cannot_answer_is_a_503(
+    public_key_file: Path, issuer_key: RSAKey, client_key: ECKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = dpop_app(public_key_file)
+    app.extensions["dpop"] = FakeProofs(ConnectionRefusedError("store down"))
+    token = mint(issuer_key, make_claims(**bound_to(client_key)))
+    response = call(app.test_client(), token, "p.r.f")
+    assert response.status_code == 503
+    assert response.get_json()["detail"] == "The DPoP replay store is temporarily unavailable"
+    assert "store down" not in response.get_data(as_text=True)
+    assert [record.getMessage() for record in caplog.records] == [
+        "access token not judged: The DPoP replay store is temporarily unavailable"
+    ]

@@ -516,7 +516,8 @@ _DESCRIPTIONS: Final[tuple[tuple[type[jwt.PyJWTError], str], ...]] = (
 
 def _describe(exc: jwt.PyJWTError) -> str:
     """Fixed, short text per failure class (RFC 6750 error_description); never exception text."""
-    if isinstance(exc, jwt.MissingRequiredClaimError) and exc.claim in REQUIRED_CLAIMS:
+    # PyJWT names only the claims we require (options "require", and aud and iss).
+    if isinstance(exc, jwt.MissingRequiredClaimError):
         return f"The access token lacks the {exc.claim} claim"
     for exception_class, description in _DESCRIPTIONS:
         if isinstance(exc, exception_class):
