@@ -11,6 +11,8 @@ import datetime
 import functools
 import json
 import logging
+import os
+import signal
 import socket
 import ssl
 import threading
@@ -840,3 +842,57 @@ def test_refresh_runs_after_the_deadline_again(
     trickling.publish(key_a, key_b)
     time.sleep(1.2)
     assert call(app, mint(key_b, make_claims())).status_code == 200
+
+
+def test_a_name_that_resolves_slowly_never_holds_a_request_past_the_deadline(
+    server: JwksServer, key_a: RSAKey, key_b: RSAKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Name resolution is outside the fetch's own deadline (getaddrinfo takes no timeout), so
+    # the waiting request bounds its own wait.
+    server.publish(key_a)
+    url = server.url.replace("127.0.0.1", "localhost")
+    app = jwks_app(url, JWT_JWKS_TIMEOUT_SECONDS=DEADLINE)
+    real_getaddrinfo = socket.getaddrinfo
+
+    def slow_getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(DEADLINE + 2)
+        return real_getaddrinfo(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    response, elapsed = timed(lambda: call(app, mint(key_b, make_claims())), DEADLINE + 5)
+    assert response is not None
+    assert_refused(response, UNKNOWN_KID)
+    assert elapsed < DEADLINE + PROMPT
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_a_worker_forked_during_a_fetch_fetches_for_itself(
+    trickling: TricklingJwksServer, key_a: RSAKey, key_b: RSAKey
+) -> None:
+    # gunicorn builds the app in its master and forks the workers: a fetch in flight in the
+    # master has no thread in the worker, which must not wait for it forever.
+    trickling.publish(key_a)
+    app = jwks_app(trickling.url, JWT_JWKS_TIMEOUT_SECONDS=DEADLINE)
+    trickling.trickle = True
+    threading.Thread(target=call, args=(app, mint(key_b, make_claims())), daemon=True).start()
+    time.sleep(0.2)  # the master's fetch is now stalled
+    go, ready_to_go = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        try:
+            os.read(go, 1)
+            jwks_app(trickling.url, JWT_JWKS_TIMEOUT_SECONDS=DEADLINE)  # a worker's own app
+            os._exit(0 if call(app, mint(key_b, make_claims())).status_code == 200 else 1)
+        finally:
+            os._exit(2)
+    trickling.trickle = False
+    trickling.publish(key_a, key_b)
+    os.write(ready_to_go, b"x")
+    give_up_at = time.monotonic() + DEADLINE + 5
+    while (waited := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < give_up_at:
+        time.sleep(0.05)
+    if waited == (0, 0):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the worker hung")
+    assert os.waitstatus_to_exitcode(waited[1]) == 0, "the worker did not get the new key"

@@ -815,11 +815,8 @@ class _JwksKeys:
                 self._attempted_at = time.monotonic()
                 self._fetching = True
                 threading.Thread(target=self._fetch, name="jwks-fetch", daemon=True).start()
-            while wait and self._fetching:
-                left = give_up_at - time.monotonic()
-                if left <= 0:
-                    return
-                self._fetch_done.wait(left)
+            if wait:
+                self._fetch_done.wait_for(lambda: not self._fetching, give_up_at - time.monotonic())
 
     def _fetch(self) -> None:
         fetched: dict[str, _Jwk] | None = None
