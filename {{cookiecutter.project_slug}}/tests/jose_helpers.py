@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 import uuid
@@ -22,6 +23,37 @@ AUDIENCE = "https://api.test"
 MISSING = object()  # as a claim value: leave the claim out
 
 JoseKey = RSAKey | ECKey | OKPKey
+
+# RSA keys for every test of this process, made once at import: generating one takes a good
+# fraction of a second, and the tests only need a few that differ from each other.
+RSA_KEYS = tuple(RSAKey.generate_key(2048) for _ in range(3))
+
+# bearer.py's refusals (RFC 6750 error_description, also the problem's detail): a test names the
+# reason it expects, so that a token refused for another reason fails it.
+NO_TOKEN = "An access token is required"
+MALFORMED = "The access token is malformed"
+TOO_LARGE = "The access token is too large"
+ALG_NOT_ALLOWED = "The token signing algorithm is not allowed"
+ALG_DOES_NOT_FIT = "The token signing algorithm does not fit the key"
+BAD_SIGNATURE = "The access token signature is invalid"
+EXPIRED = "The access token expired"
+NOT_YET_VALID = "The access token is not valid yet"
+WRONG_ISSUER = "The access token has the wrong issuer"
+WRONG_AUDIENCE = "The access token is not meant for this API"
+WRONG_TYPE = "The token type is not accepted"
+NO_KID = "The access token has no key id"
+UNKNOWN_KID = "The access token was signed by an unknown key"
+BAD_SCOPE_CLAIM = "The scope claim is malformed"
+MISSING_SCOPE = "The access token lacks a required scope"
+BAD_BINDING = "The token is bound to a key in a way this API cannot check"
+BOUND_AS_BEARER = "A DPoP-bound token must be sent with the DPoP scheme"
+KEYS_UNAVAILABLE = "Token signing keys are temporarily unavailable"
+
+
+def slug(value: object) -> str:
+    """A test id of letters, digits and dashes. make mutation hands test ids back to pytest as
+    arguments, and one with quotes, spaces or backslashes may then match no test."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", str(value)).strip("-") or "empty"
 
 
 def make_claims(**changes: Any) -> dict[str, Any]:
@@ -56,10 +88,17 @@ def mint(
     if library == "joserfc":
         return jose_jwt.encode(protected, claims, key, algorithms=[alg])
     if library == "pyjwt":
-        private_pem = key.as_pem(private=True)
         extra = {name: value for name, value in protected.items() if name != "alg"}
-        return jwt.encode(claims, private_pem, algorithm=alg, headers=extra)
+        return jwt.encode(claims, private(key), algorithm=alg, headers=extra)
     raise ValueError(library)
+
+
+def private(key: JoseKey) -> Any:
+    """The key's private half as a cryptography object, which PyJWT signs with directly (from a
+    PEM it would parse and check the key again for every token, a hundred times slower)."""
+    private_key = key.private_key
+    assert private_key is not None
+    return private_key
 
 
 def bound_to(key: JoseKey) -> dict[str, Any]:
@@ -102,8 +141,7 @@ def dpop_proof(
         return jose_jwt.encode(protected, payload, signing_key, algorithms=[alg])
     if library == "pyjwt":
         extra = {name: value for name, value in protected.items() if name != "alg"}
-        pem = signing_key.as_pem(private=True)
-        return jwt.encode(payload, pem, algorithm=alg, headers=extra)
+        return jwt.encode(payload, private(signing_key), algorithm=alg, headers=extra)
     raise ValueError(library)
 
 
@@ -134,6 +172,16 @@ def public_jwk(key: JoseKey, **members: Any) -> dict[str, Any]:
     return jwk
 
 
+def serve_in_thread(httpd: ThreadingHTTPServer) -> threading.Thread:
+    """Serve httpd on a daemon thread. It polls for shutdown every 50 ms instead of the default
+    500 ms: every test that stops a server waits for that poll."""
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    return thread
+
+
 class JwksServer:
     """A JWKS endpoint on 127.0.0.1 in a thread; tests change document/status and read hits."""
 
@@ -142,12 +190,12 @@ class JwksServer:
         self.status = 200
         self.redirect_to: str | None = None
         self.hits = 0
+        self.requests: list[tuple[str, str | None]] = []  # (request target, Accept header)
         # A unique path: bearer.py caches per URL and process, and ports get reused.
         self.path = f"/jwks-{uuid.uuid4().hex}.json"
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.thread = serve_in_thread(self.httpd)
 
     @property
     def url(self) -> str:
@@ -168,6 +216,7 @@ class JwksServer:
             def do_GET(self) -> None:
                 with server.lock:
                     server.hits += 1
+                    server.requests.append((self.path, self.headers.get("Accept")))
                 if server.redirect_to is not None:
                     self.send_response(302)
                     self.send_header("Location", server.redirect_to)
@@ -221,8 +270,7 @@ class TricklingJwksServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.thread = serve_in_thread(self.httpd)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/jwks-{uuid.uuid4().hex}.json"
 
     def publish(self, *keys: RSAKey) -> None:

@@ -17,8 +17,9 @@ import pytest
 from flask import Flask, Response, request
 from flask.testing import FlaskClient
 from joserfc.jwk import RSAKey
+from werkzeug.test import TestResponse
 
-from jose_helpers import make_claims, mint
+from jose_helpers import RSA_KEYS, make_claims, mint
 from {{ cookiecutter.package_name }} import bearer
 
 ISSUER = "https://issuer.test/"
@@ -28,16 +29,20 @@ HEADER = "X-Test-Credential"
 
 @dataclass(frozen=True)
 class Caller:
-    sub: str
-    scopes: frozenset[str]
-    client_id: str | None
+    sub: Any
+    scopes: Any
+    client_id: Any
+
+
+SEVERAL = "Send one credential, not several (e.g. a token and an API key)"
 
 
 class FakeCredential:
     """Accepts `X-Test-Credential: good`, refuses anything else with its own 401 or 403."""
 
-    def __init__(self) -> None:
+    def __init__(self, caller: Caller | None = None) -> None:
         self.calls: list[tuple[str, ...]] = []
+        self.caller = caller or Caller("fake:1", frozenset({"items:read"}), "fake-client")
 
     def present(self) -> bool:
         return HEADER in request.headers
@@ -46,15 +51,15 @@ class FakeCredential:
         self.calls.append(needed_scopes)
         if request.headers[HEADER] != "good":
             return Response('{"detail": "fake refusal"}', 401, mimetype="application/problem+json")
-        caller = Caller("fake:1", frozenset({"items:read"}), "fake-client")
-        if not caller.scopes.issuperset(needed_scopes):
+        caller = self.caller
+        if not set(caller.scopes).issuperset(needed_scopes):
             return Response('{"detail": "fake scope"}', 403, mimetype="application/problem+json")
         return caller
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def our_key() -> RSAKey:
-    return RSAKey.generate_key(2048)
+    return RSA_KEYS[0]
 
 
 @pytest.fixture
@@ -73,7 +78,7 @@ def make_client(tmp_path: Path, our_key: RSAKey) -> Callable[..., FlaskClient]:
         bearer.init_app(app)
         app.extensions.setdefault(bearer.CREDENTIALS_KEY, []).extend(credentials)
 
-        @app.get("/me")
+        @app.route("/me", methods=["GET", "POST"])
         @bearer.require_scopes()
         def me() -> dict[str, Any]:
             principal = bearer.current_principal()
@@ -91,6 +96,20 @@ def make_client(tmp_path: Path, our_key: RSAKey) -> Callable[..., FlaskClient]:
         return app.test_client()
 
     return build
+
+
+def assert_several(response: TestResponse) -> None:
+    body = response.get_json()
+    assert (response.status_code, body["error"], body["detail"]) == (
+        400,
+        "invalid_request",
+        SEVERAL,
+    )
+    assert response.mimetype == "application/problem+json"
+    challenge = response.headers["WWW-Authenticate"]
+    assert (
+        challenge == f'Bearer realm="api", error="invalid_request", error_description="{SEVERAL}"'
+    )
 
 
 def token(key: RSAKey) -> str:
@@ -145,9 +164,7 @@ def test_a_token_and_another_credential_together_are_invalid_request(
         url.format(token=minted),
         headers={HEADER: "good", **{k: v.format(token=minted) for k, v in headers.items()}},
     )
-    assert response.status_code == 400
-    assert response.mimetype == "application/problem+json"
-    assert 'error="invalid_request"' in response.headers["WWW-Authenticate"]
+    assert_several(response)
     assert fake.calls == []  # refused before either credential was looked at
 
 
@@ -156,8 +173,59 @@ def test_two_other_credentials_together_are_invalid_request(
 ) -> None:
     first, second = FakeCredential(), FakeCredential()
     response = make_client(first, second).get("/me", headers={HEADER: "good"})
-    assert response.status_code == 400
+    assert_several(response)
     assert first.calls == second.calls == []
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_a_token_in_the_form_body_and_another_credential_are_invalid_request(
+    make_client: Callable[..., FlaskClient], our_key: RSAKey, content_type: str
+) -> None:
+    fake = FakeCredential()
+    response = make_client(fake).post(
+        "/me", data={"access_token": token(our_key)}, content_type=content_type,
+        headers={HEADER: "good"},
+    )  # fmt: skip
+    assert_several(response)
+    assert fake.calls == []
+
+
+def test_other_parameters_and_bodies_beside_another_credential_are_no_token(
+    make_client: Callable[..., FlaskClient], our_key: RSAKey
+) -> None:
+    client = make_client(FakeCredential())
+    assert client.get("/me?page=2", headers={HEADER: "good"}).status_code == 200
+    assert client.post("/me", data={"name": "x"}, headers={HEADER: "good"}).status_code == 200
+    json_body = client.post("/me", json={"access_token": token(our_key)}, headers={HEADER: "good"})
+    assert json_body.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("caller", "expected"),
+    [
+        (Caller("fake:2", ["b", "a", "b"], 7), {"sub": "fake:2", "scopes": ["a", "b"],
+                                                "client_id": None}),
+        (Caller("fake:3", (), None), {"sub": "fake:3", "scopes": [], "client_id": None}),
+    ],
+    ids=["scopes-list-client-id-number", "no-scopes"],
+)  # fmt: skip
+def test_the_callers_fields_are_taken_as_the_principal(
+    make_client: Callable[..., FlaskClient], caller: Caller, expected: dict[str, Any]
+) -> None:
+    response = make_client(FakeCredential(caller)).get("/me", headers={HEADER: "good"})
+    assert response.get_json() == expected
+
+
+@pytest.mark.parametrize("sub", ["", None, 7], ids=["empty", "none", "number"])
+def test_a_caller_without_a_usable_sub_is_a_programming_error(
+    make_client: Callable[..., FlaskClient], sub: Any
+) -> None:
+    client = make_client(FakeCredential(Caller(sub, frozenset(), None)))
+    client.application.testing = True  # let the exception through instead of a 500
+    with pytest.raises(TypeError, match="needs a non-empty str sub"):
+        client.get("/me", headers={HEADER: "good"})
 
 
 def test_without_the_other_credential_tokens_work_as_before(

@@ -34,7 +34,8 @@ Settings, read once from app.config by init_app():
                                waits (default 5)
     JWT_VERIFIED_CACHE_SIZE    verified tokens remembered, keyed by their SHA-256 (default 4096;
                                0 turns the cache off)
-    APP_ENV                    "production" (the default) forbids an http JWKS URL
+    APP_ENV                    anything but "development" or "test" counts as production,
+                               which forbids an http JWKS URL
 
 Other credentials (API keys, ...) plug into the same decorator without this module importing
 theirs: their init_app appends an object to app.extensions["credentials"] with
@@ -123,6 +124,8 @@ READINESS_NAME: Final = "bearer_keys"
 # Where other modules register the credentials require_scopes accepts besides a bearer token.
 CREDENTIALS_KEY: Final = "credentials"
 
+# The APP_ENV values that allow an http JWKS URL on a loopback host.
+_RELAXED_ENVIRONMENTS: Final = ("development", "test")
 _MAX_JWKS_BYTES: Final = 512 * 1024
 _FORM_MIMETYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 # RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
@@ -513,7 +516,8 @@ _DESCRIPTIONS: Final[tuple[tuple[type[jwt.PyJWTError], str], ...]] = (
 
 def _describe(exc: jwt.PyJWTError) -> str:
     """Fixed, short text per failure class (RFC 6750 error_description); never exception text."""
-    if isinstance(exc, jwt.MissingRequiredClaimError) and exc.claim in REQUIRED_CLAIMS:
+    # PyJWT names only the claims we require (options "require", and aud and iss).
+    if isinstance(exc, jwt.MissingRequiredClaimError):
         return f"The access token lacks the {exc.claim} claim"
     for exception_class, description in _DESCRIPTIONS:
         if isinstance(exc, exception_class):
@@ -811,11 +815,8 @@ class _JwksKeys:
                 self._attempted_at = time.monotonic()
                 self._fetching = True
                 threading.Thread(target=self._fetch, name="jwks-fetch", daemon=True).start()
-            while wait and self._fetching:
-                left = give_up_at - time.monotonic()
-                if left <= 0:
-                    return
-                self._fetch_done.wait(left)
+            if wait:
+                self._fetch_done.wait_for(lambda: not self._fetching, give_up_at - time.monotonic())
 
     def _fetch(self) -> None:
         fetched: dict[str, _Jwk] | None = None
@@ -1047,7 +1048,8 @@ def _key_source(config: Mapping[str, Any], algorithms: tuple[str, ...]) -> _Stat
     timeout = _int_setting(config, "JWT_JWKS_TIMEOUT_SECONDS", 5, low=1, high=60)
     if key_file is not None:
         return _StaticKey(_public_pem(str(key_file)), algorithms)
-    production = config.get("APP_ENV", "production") == "production"
+    # Fail safe: a misspelt APP_ENV ("Production", "prod") must not relax a production rule.
+    production = config.get("APP_ENV") not in _RELAXED_ENVIRONMENTS
     return _shared_jwks(
         _jwks_url_setting(str(jwks_url), production=production),
         max_age=max_age,
@@ -1139,13 +1141,23 @@ def _required_text(config: Mapping[str, Any], name: str) -> str:
 
 def _int_setting(config: Mapping[str, Any], name: str, default: int, *, low: int, high: int) -> int:
     value = config.get(name, default)
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise BearerConfigError(name, f"must be a whole number, got {value!r}") from None
-    if isinstance(value, bool) or not low <= number <= high:
+    number = _whole_number(value)
+    if number is None:
+        raise BearerConfigError(name, f"must be a whole number, got {value!r}")
+    if not low <= number <= high:
         raise BearerConfigError(name, f"must be between {low} and {high}, got {value!r}")
     return number
+
+
+def _whole_number(value: object) -> int | None:
+    """An int, or the text of one; None for anything else. True is an int to Python and int()
+    cuts 2.5 down to 2, but neither is a count of seconds or bytes."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _token_type_setting(value: object) -> str | None:

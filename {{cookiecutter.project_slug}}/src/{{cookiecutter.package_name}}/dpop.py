@@ -289,7 +289,7 @@ def _public_key(jwk: object, alg: str) -> tuple[Any, str]:
         key = jwt.PyJWK(jwk, algorithm=alg).key
     except (jwt.PyJWTError, *_PARSE_ERRORS):
         raise DPoPProofError("The DPoP proof jwk is not a usable public key") from None
-    if kty == "RSA" and getattr(key, "key_size", 0) < MIN_RSA_BITS:
+    if kty == "RSA" and key.key_size < MIN_RSA_BITS:
         raise DPoPProofError("The DPoP proof jwk is an RSA key shorter than 2048 bits")
     if kty == "RSA" and (key.key_size > MAX_RSA_BITS or key.public_numbers().e > MAX_RSA_EXPONENT):
         raise DPoPProofError(
@@ -305,7 +305,7 @@ def _request_path() -> str:
     if not isinstance(raw, str) or not raw:
         return request.script_root + request.path
     if not raw.startswith("/"):
-        raw = urlsplit(raw).path  # absolute-form request target
+        raw = urlsplit(raw).path or "/"  # absolute-form request target
     return raw.partition("?")[0]
 
 
@@ -317,7 +317,8 @@ def _url_parts(url: str) -> tuple[str, str] | None:
         port = parts.port
     except ValueError:
         return None
-    if parts.scheme.lower() != "https" or parts.username is not None or not parts.hostname:
+    # urlsplit() gives scheme and hostname in lower case already (RFC 3986 6.2.2.1).
+    if parts.scheme != "https" or parts.username is not None or not parts.hostname:
         return None
     return _origin(parts.hostname, port), _normalized_path(parts.path or "/")
 
@@ -331,8 +332,8 @@ def _origin_of_host(host: str) -> str | None:
 
 
 def _origin(hostname: str, port: int | None) -> str:
-    """https://host[:port] in lower case, without the default port 443."""
-    name = f"[{hostname}]" if ":" in hostname else hostname.lower()
+    """https://host[:port] without the default port 443; hostname as urlsplit() gives it."""
+    name = f"[{hostname}]" if ":" in hostname else hostname
     return f"https://{name}" if port in (None, 443) else f"https://{name}:{port}"
 
 
@@ -344,7 +345,7 @@ def _normalized_path(path: str) -> str:
         character = chr(int(escaped, 16))
         return character if character in _UNRESERVED else f"%{escaped.upper()}"
 
-    return _PATH_NORMALIZE.sub(normalize, path) or "/"
+    return _PATH_NORMALIZE.sub(normalize, path)
 
 
 def _is_media_type(value: object, expected: str) -> bool:
