@@ -290,6 +290,11 @@ def logged(
         request_ids.append(response.header("X-Request-ID") or "")
     for raw in hostile_requests(live_stack):
         raw_https(live_stack, raw)
+        # Port 80 too: its servers redirect, refuse or close, and log to the same file.
+        with socket.create_connection(("127.0.0.1", live_stack.http_port), timeout=10) as plain:
+            plain.sendall(raw.replace(live_stack.host_header().encode(), b"localhost"))
+            while plain.recv(65536):
+                pass
     # The secret in a header on a request gunicorn refuses: it reaches gunicorn's parser.
     header_secret = secrets.token_hex(16)
     secret_of["Authorization on a refused request"] = header_secret
