@@ -446,8 +446,9 @@ def test_gunicorn_access_line_is_built_only_when_asked_for(
     logger.access(None, None, {}, timedelta(0))
     assert calls == []
     logger.cfg.accesslog = "-"
-    logger.access(None, None, {}, timedelta(0))
-    assert len(calls) == 1
+    resp, req, environ, took = object(), object(), {"PATH_INFO": "/"}, timedelta(seconds=1)
+    logger.access(resp, req, environ, took)
+    assert calls == [(resp, req, environ, took)]
 
 
 def free_port() -> int:
@@ -590,3 +591,11 @@ def test_gunicorn_access_line_logs_the_loggable_path() -> None:
     record.args = {**record.args, "U": f"/api/v1/{OPAQUE}"}
     entry = json.loads(JsonFormatter(trusted_proxy_hops=1).format(record))
     assert entry["path"] == "/api/v1/[REDACTED]"
+
+
+def test_gunicorn_access_line_without_a_path() -> None:
+    record = gunicorn_access_record()
+    assert isinstance(record.args, dict)
+    record.args = {**record.args, "U": "-"}
+    entry = json.loads(JsonFormatter(trusted_proxy_hops=1).format(record))
+    assert entry["path"] is None

@@ -5,6 +5,7 @@ through nginx (test_stack_hostile_requests.py)."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from http import HTTPStatus
 from typing import Any
@@ -27,6 +28,8 @@ from gunicorn.http.errors import (  # type: ignore[import-untyped, unused-ignore
     UnsupportedTransferCoding,
 )
 
+# Plain import for the test helpers: the package's from-import then sorts last whatever its name.
+import stack
 from {{ cookiecutter.package_name }} import serving
 from {{ cookiecutter.package_name }}.transport import SECURITY_HEADERS
 
@@ -72,9 +75,8 @@ def split(answer: bytes) -> tuple[str, dict[str, str], dict[str, Any]]:
 
 
 def test_problem_response_is_a_whole_problem_with_the_security_headers() -> None:
-    status_line, headers, body = split(
-        serving.problem_response(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many.")
-    )
+    answer = serving.problem_response(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many.")
+    status_line, headers, body = split(answer)
     assert status_line == "HTTP/1.1 431 Request Header Fields Too Large"
     assert headers == {
         "Connection": "close",
@@ -82,6 +84,8 @@ def test_problem_response_is_a_whole_problem_with_the_security_headers() -> None
         "Content-Length": headers["Content-Length"],
         **SECURITY_HEADERS,
     }
+    # Compact, as nginx's sub_filter looks for this exact text to fill in its request id.
+    assert '"request_id":null}' in answer.decode()
     assert body == {
         "type": "about:blank",
         "title": "Request Header Fields Too Large",
@@ -145,3 +149,13 @@ def test_worker_survives_a_client_that_is_gone() -> None:
     with server_side:
         worker.handle_error(None, server_side, ("", -1), InvalidHTTPVersion("HTTP/9"))
     assert worker.log.calls[-1] == ("debug", "Failed to send error message.")
+
+
+def test_nginx_fills_in_the_request_id_gunicorn_leaves_null() -> None:
+    snippet = stack.PROJECT_ROOT / "deploy" / "nginx" / "templates" / "snippets"
+    proxy = (snippet / "proxy-to-app.conf.template").read_text()
+    searched = re.search(r"^sub_filter '([^']+)' '([^']+)';$", proxy, re.MULTILINE)
+    assert searched
+    assert searched[2] == '"request_id":"$request_id"'
+    answer = serving.problem_response(HTTPStatus.BAD_REQUEST, "x").decode()
+    assert answer.count(searched[1]) == 1
