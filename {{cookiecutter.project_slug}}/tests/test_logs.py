@@ -560,6 +560,7 @@ def test_gunicorn_writes_json_and_no_secrets(
         # Segments shaped like credentials are cut, the slash before them kept.
         (f"/api/v1/{JWT}", "/api/v1/[REDACTED]"),
         ("/api/v1/eyJ", "/api/v1/[REDACTED]"),
+        ("/eyJhbGciOi/x", "/[REDACTED]"),
         ("/api/eyJ/v1", "/api/[REDACTED]"),
         (f"/api/v1/keys/{OPAQUE}/x", "/api/v1/keys/[REDACTED]"),
         ("/k/abcdefghijklmnopqrstuvw1", "/k/[REDACTED]"),
