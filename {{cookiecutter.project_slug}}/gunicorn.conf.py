@@ -53,7 +53,8 @@ try:
     loglevel = read_log_level(ENVIRONMENT.get("LOG_LEVEL")).lower()
 except ValueError as error:
     raise refuse(error) from None
-worker_class = "gthread"
+# gunicorn's gthread worker, whose own refusals are problem+json like the app's (serving.py).
+worker_class = "{{ cookiecutter.package_name }}.serving.ThreadWorker"
 threads = env_int("GUNICORN_THREADS", 2, minimum=1)
 
 # A worker stuck longer than this is killed and replaced (no request should take 30 s). gunicorn
@@ -64,7 +65,10 @@ graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # connection nginx is about to reuse (which would surface as sporadic 502s).
 keepalive = env_int("GUNICORN_KEEPALIVE", 75)
 
-# Requests that reach gunicorn already passed nginx's limits; these are a second fence.
+# Requests that reach gunicorn already passed nginx's limits; these are a second fence. nginx
+# refuses request lines of 4000 bytes and more itself (proxy-to-app.conf), below the line limit;
+# it cannot count headers or judge their bytes, so gunicorn's refusals of those reach clients,
+# as problem+json (serving.ThreadWorker).
 limit_request_line = env_int("GUNICORN_LIMIT_REQUEST_LINE", 4094, minimum=1)
 limit_request_fields = env_int("GUNICORN_LIMIT_REQUEST_FIELDS", 100, minimum=1)
 limit_request_field_size = env_int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190, minimum=1)

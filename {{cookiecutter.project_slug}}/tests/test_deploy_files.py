@@ -153,14 +153,43 @@ def test_access_log_never_records_query_strings() -> None:
     # No request header either (Referer carries other sites' query strings).
     assert "$http_" not in log_format
     assert "$request_id" in log_format
-    # The path comes from the request line, cut at the first "?", and where an API key starts.
+    # Only variables nginx builds itself or checked while parsing (the method and protocol),
+    # or maps keeping a safe form of what a client chose.
+    assert set(re.findall(r"\$([a-z_0-9]+)", log_format)) == {
+        "log_time_seconds", "log_time_millis", "log_time_offset", "log_method", "log_path",
+        "status", "request_id", "log_status", "log_duration_ms", "remote_addr",
+        "body_bytes_sent", "upstream_status", "log_upstream_duration_ms", "scheme", "log_host",
+        "server_protocol",
+    }  # fmt: skip
+    # The path comes from the request line, cut at the first "?", at any character outside
+    # [A-Za-z0-9/._~-] (%3F, ";", bytes from 0x80 up), and where a credential-shaped segment
+    # or an API key starts.
     assert '"path":"$log_path"' in log_format
-    assert 'map $request_uri $log_path_as_sent {\n    "~^([^?]*)" $1;\n}' in text
+    assert (
+        "map $request_uri $log_path_as_sent {\n"
+        '    "~^(/[A-Za-z0-9/._~-]*)(?:[?]|$)" $1;\n'
+        '    "~^(/[A-Za-z0-9/._~-]*)" "$1[REDACTED]";\n'
+        '    default "[REDACTED]";\n}'
+    ) in text
+    assert '"~^(.*?/)(?:eyJ|(?=[^/]*[0-9])(?=[^/]*[A-Za-z])[^/]{24})" "$1[REDACTED]";' in text
+    assert 'map $host $log_host {\n    "~^[a-z0-9.:_\\[\\]-]*$" $host;' in text
     # Imported here: at the top its sort order against `stack` would depend on the name.
     from {{ cookiecutter.package_name }} import apikeys  # noqa: PLC0415
 
     prefix = apikeys.key_prefix(apikeys.__name__)
-    assert f'"~*^(.*?(?<![a-z0-9]){prefix}(?:_|%5f))" "$1[REDACTED]";' in text
+    assert f'"~*^(.*?(?<![a-z0-9]){prefix}_)" "$1[REDACTED]";' in text
+
+
+def test_nginx_refuses_request_lines_gunicorn_would_refuse() -> None:
+    """nginx's 414 page is a problem; gunicorn's refusal is its own (4094 bytes by default)."""
+    text = (NGINX_DIR / "templates" / "default.conf.template").read_text()
+    assert 'map $request $request_line_too_long {\n    "~^.{4000}" 1;' in text
+    proxy = (NGINX_DIR / "templates" / "snippets" / "proxy-to-app.conf.template").read_text()
+    assert "if ($request_line_too_long) {\n    return 414;\n}" in proxy
+    gunicorn_conf = (PROJECT_ROOT / "gunicorn.conf.py").read_text()
+    limit = re.search(r'"GUNICORN_LIMIT_REQUEST_LINE", ([0-9]+)', gunicorn_conf)
+    assert limit
+    assert int(limit[1]) >= 4000
 
 
 def test_error_log_level_never_quotes_requests() -> None:

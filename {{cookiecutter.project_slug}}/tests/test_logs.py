@@ -446,8 +446,9 @@ def test_gunicorn_access_line_is_built_only_when_asked_for(
     logger.access(None, None, {}, timedelta(0))
     assert calls == []
     logger.cfg.accesslog = "-"
-    logger.access(None, None, {}, timedelta(0))
-    assert len(calls) == 1
+    resp, req, environ, took = object(), object(), {"PATH_INFO": "/"}, timedelta(seconds=1)
+    logger.access(resp, req, environ, took)
+    assert calls == [(resp, req, environ, took)]
 
 
 def free_port() -> int:
@@ -536,3 +537,66 @@ def test_gunicorn_writes_json_and_no_secrets(
     app_access = [line for line in error_lines if line.get("request_id") == sent_id]
     assert [line["message"] for line in app_access] == ["GET /healthz 200"]
     assert [line["client"] for line in app_access] == [client]
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/api/v1/me", "/api/v1/me"),
+        ("/", "/"),
+        ("/api/v1/items/42/", "/api/v1/items/42/"),
+        ("/static/app-1.2.3_min.js~", "/static/app-1.2.3_min.js~"),
+        # What a decoder made of %3F, ;, = and spaces: cut there, whatever follows.
+        (f"/api/v1/me?access_token={JWT}", "/api/v1/me[REDACTED]"),
+        ("/api/v1/me;password=hunter2", "/api/v1/me[REDACTED]"),
+        ("/api/v1/token=abc/me", "/api/v1/token[REDACTED]"),
+        ("/api/v1/Bearer abc", "/api/v1/Bearer[REDACTED]"),
+        ("/api/v1/Bearer+abc", "/api/v1/Bearer[REDACTED]"),
+        ("/api/v1/caf\u00e9", "/api/v1/caf[REDACTED]"),
+        ("/api/v1/\x80", "/api/v1/[REDACTED]"),
+        ('/a"b\\c', "/a[REDACTED]"),
+        ("no-slash", "[REDACTED]"),
+        ("", ""),
+        # Segments shaped like credentials are cut, the slash before them kept.
+        (f"/api/v1/{JWT}", "/api/v1/[REDACTED]"),
+        ("/api/v1/eyJ", "/api/v1/[REDACTED]"),
+        ("/eyJhbGciOi/x", "/[REDACTED]"),
+        ("/api/eyJ/v1", "/api/[REDACTED]"),
+        (f"/api/v1/keys/{OPAQUE}/x", "/api/v1/keys/[REDACTED]"),
+        ("/k/abcdefghijklmnopqrstuvw1", "/k/[REDACTED]"),
+        ("/k/1abcdefghijklmnopqrstuvw", "/k/[REDACTED]"),
+        ("/k/a23456789012345678901234", "/k/[REDACTED]"),
+        # Not credentials: shorter than 24, or only letters, or only digits, or "eyj".
+        ("/k/abcdefghijklmnopqrstuv1", "/k/abcdefghijklmnopqrstuv1"),
+        ("/k/abcdefghijklmnopqrstuvwxyzabcdef", "/k/abcdefghijklmnopqrstuvwxyzabcdef"),
+        ("/k/123456789012345678901234567890", "/k/123456789012345678901234567890"),
+        ("/k/eyj/1", "/k/eyj/1"),
+        ("/k/abcdefghijkl/mnopqrstuvw1", "/k/abcdefghijkl/mnopqrstuvw1"),
+        # The first cut wins: a credential segment before an odd character, and the reverse.
+        (f"/a/{OPAQUE}/b;c", "/a/[REDACTED]"),
+        (f"/a;b/{OPAQUE}", "/a[REDACTED]"),
+    ],
+)
+def test_loggable_path(path: str, logged: str) -> None:
+    assert logs.loggable_path(path) == logged
+
+
+def test_access_lines_log_the_loggable_path(mini_client: FlaskClient, log_lines: Lines) -> None:
+    mini_client.get(f"/hello/{OPAQUE};password={PASSWORD}")
+    assert {line["path"] for line in log_lines()} == {"/hello/[REDACTED]"}
+
+
+def test_gunicorn_access_line_logs_the_loggable_path() -> None:
+    record = gunicorn_access_record()
+    assert isinstance(record.args, dict)
+    record.args = {**record.args, "U": f"/api/v1/{OPAQUE}"}
+    entry = json.loads(JsonFormatter(trusted_proxy_hops=1).format(record))
+    assert entry["path"] == "/api/v1/[REDACTED]"
+
+
+def test_gunicorn_access_line_without_a_path() -> None:
+    record = gunicorn_access_record()
+    assert isinstance(record.args, dict)
+    record.args = {**record.args, "U": "-"}
+    entry = json.loads(JsonFormatter(trusted_proxy_hops=1).format(record))
+    assert entry["path"] is None

@@ -74,7 +74,9 @@ def assert_one_hsts(response: Response, expected: str = HSTS) -> None:
 
 
 def marker_path(prefix: str) -> str:
-    return f"{prefix}/probe-{uuid.uuid4().hex}"
+    # Shorter than 24 characters: a longer segment mixing letters and digits is logged as
+    # "[REDACTED]" (it could be a token), and the marker must stay findable in the logs.
+    return f"{prefix}/probe-{uuid.uuid4().hex[:16]}"
 
 
 def wait_for_log(path: Path, needle: str, timeout: float = 5.0) -> bool:

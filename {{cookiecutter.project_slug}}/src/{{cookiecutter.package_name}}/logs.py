@@ -34,7 +34,7 @@ from flask.globals import request_ctx
 from flask.logging import default_handler
 
 from .apikeys import key_prefix
-from .redaction import RedactingFilter, Redactor
+from .redaction import MARKER, RedactingFilter, Redactor
 from .transport import DEFAULT_FORWARDED_ALLOW_IPS, TrustedProxies
 
 # What init_app reads from app.config (and validates).
@@ -43,6 +43,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,128}")
 # Fields a line about a request carries, in the order they are written.
+_PATH_KEPT = re.compile(r"/[A-Za-z0-9/._~-]*")
+_CREDENTIAL_SEGMENT = re.compile(r"/(?:eyJ|(?=[^/]*[0-9])(?=[^/]*[A-Za-z])[^/]{24})")
 REQUEST_FIELDS = ("request_id", "method", "path", "status", "duration_ms", "client", "sub")
 _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
@@ -147,7 +149,7 @@ def _finish_request(response: Response) -> Response:
         duration_ms = round((time.perf_counter() - started) * 1000, 3) if started else None
         # The request itself, not its proxy: one context look-up instead of one per attribute.
         current = request_ctx.request
-        method, path, status = current.method, current.path, response.status_code
+        method, path, status = current.method, loggable_path(current.path), response.status_code
         fields = {
             "request_id": request_id,
             "method": method,
@@ -174,6 +176,29 @@ def _finish_request(response: Response) -> Response:
     return response
 
 
+def loggable_path(path: str) -> str:
+    """The path as logged: cut where it might start holding a secret, "[REDACTED]" marking the cut.
+
+    A secret can sit anywhere in a path, not only in a query string: after a "?" or "%3F" that a
+    decoder turned into one, after ";" (password=...), "=", "+" or a space, or as a whole
+    segment (a JWT, a bearer token, an API key). So the path is kept up to the first character
+    outside letters, digits and "/._~-", and up to the first segment that looks like a
+    credential: one starting like a JWT or JWS ("eyJ", a base64url '{"'), or one of 24
+    characters or more holding both letters and digits. nginx's access log cuts it the same way
+    (deploy/nginx/templates/default.conf.template), before percent-decoding.
+    """
+    kept = _PATH_KEPT.match(path)
+    end = kept.end() if kept else 0
+    credential = _CREDENTIAL_SEGMENT.search(path, 0, end)
+    if credential is not None:
+        end = credential.start() + 1
+    return path if end == len(path) else path[:end] + MARKER
+
+
+def _loggable_atom_path(path: object) -> object:
+    return loggable_path(path) if isinstance(path, str) else path
+
+
 def _current_sub() -> str | None:
     # bearer.py keeps the verified caller on g (bearer_principal; principal in other apps);
     # read it by duck typing so this module does not depend on bearer.py.
@@ -196,7 +221,7 @@ class RequestContextFilter(logging.Filter):
             if "path" not in fields:
                 # Scrubbed here too: when another handler's filter scrubbed the record first,
                 # before this field existed, the record is marked done and no filter looks again.
-                fields["path"] = REDACTOR.redact(request.path)
+                fields["path"] = REDACTOR.redact(loggable_path(request.path))
             if "client" not in fields:
                 fields["client"] = request.remote_addr
             if "sub" not in fields:
@@ -405,7 +430,7 @@ class JsonFormatter(logging.Formatter):
         return {
             "request_id": request_id,
             "method": _atom(atoms, "m"),
-            "path": _atom(atoms, "U"),
+            "path": _loggable_atom_path(_atom(atoms, "U")),
             "status": int(status) if status.isdigit() else None,
             "duration_ms": micros / 1000 if isinstance(micros, int) else None,
             "client": self._forwarded_client(atoms),
