@@ -35,8 +35,9 @@ MODULE_SETTINGS: tuple[str, ...] = (
     *logs.SETTINGS,
     *commands.SETTINGS,
 )
-# Flask's own reading of FLASK_DEBUG (flask.helpers.get_debug_flag): anything else is "on".
-FLASK_DEBUG_OFF = ("", "0", "false", "no")
+# Flask's own reading of FLASK_DEBUG (flask.helpers.get_debug_flag): unset, empty or one of
+# these words, compared without stripping (" 0" is on); anything else is "on".
+FLASK_DEBUG_OFF = ("0", "false", "no")
 HOSTS_FILE = Path("/etc/hosts")
 # Browsers' preload lists and the HSTS guidance (RFC 6797 section 11.2, hstspreload.org): a
 # shorter policy lapses between two visits and leaves the first request open to stripping.
@@ -119,7 +120,8 @@ def read_web_concurrency(environ: Mapping[str, str]) -> int:
 def refuse_debug(environ: Mapping[str, str]) -> None:
     # The Werkzeug debugger runs arbitrary code for whoever reaches it. Judged the way Flask
     # itself reads the variable, so that no spelling Flask takes for "on" passes here.
-    if environ.get("FLASK_DEBUG", "").strip().lower() not in FLASK_DEBUG_OFF:
+    value = environ.get("FLASK_DEBUG", "")
+    if value and value.lower() not in FLASK_DEBUG_OFF:
         raise ConfigError("FLASK_DEBUG", "must be off in production (the debugger executes code)")
 
 
