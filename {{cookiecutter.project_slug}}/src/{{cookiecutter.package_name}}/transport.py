@@ -124,7 +124,8 @@ class TrustedProxies:
         if self.everyone:
             return True
         try:
-            address = ipaddress.ip_address(str(peer or "").split("%", 1)[0])
+            # A scoped IPv6 peer (fe80::1%eth0) parses with its scope and matches its network.
+            address = ipaddress.ip_address(str(peer or ""))
         except ValueError:
             # No IP address: a unix socket (gunicorn reports an empty peer), which only those
             # the socket file's permissions let in can reach.
