@@ -184,17 +184,26 @@ def test_the_dev_key_refusal_names_the_key(base_env: dict[str, str]) -> None:
     )
 
 
+def test_a_jwks_setup_has_no_dev_key_to_compare(base_env: dict[str, str]) -> None:
+    env = production(base_env, JWT_JWKS_URL="https://idp.example/jwks")
+    env.pop("JWT_PUBLIC_KEY_FILE")
+    assert load_settings(env).is_production
+
+
 def test_a_hosts_file_names_loopback_hosts_only(tmp_path: Path) -> None:
     hosts = tmp_path / "hosts"
-    hosts.write_text(
-        "127.0.1.1 Build-Box\n"  # a line with one name
-        "::1 ip6-localhost ip6-loopback.\n"
-        "127.0.0.1\n"  # an address alone names nothing
-        "# 127.0.0.1 commented-out\n"
-        "10.1.2.3 idp.internal # 127.0.0.1 in-a-comment\n"
-        "not-an-address 127.0.0.1 name-after-garbage\n"
+    hosts.write_bytes(
+        b"127.0.1.1 Build-Box\n"  # a line with one name
+        b"::1 ip6-localhost ip6-loopback.\n"
+        b"\n"
+        b"127.0.0.1\n"  # an address alone names nothing
+        b"127.0.0.1 localhost # alias-in-a-comment\n"
+        b"# 127.0.0.1 commented-out\n"
+        b"10.1.2.3 idp.internal # 127.0.0.1 in-a-comment\n"
+        b"10.1.2.4 caf\xe9\n"  # not UTF-8: the other lines still count
+        b"not-an-address 127.0.0.1 name-after-garbage\n"
     )
-    assert loopback_host_names(hosts) == {"build-box", "ip6-localhost", "ip6-loopback"}
+    assert loopback_host_names(hosts) == {"build-box", "ip6-localhost", "ip6-loopback", "localhost"}
 
 
 def test_an_unreadable_hosts_file_names_nothing(tmp_path: Path) -> None:

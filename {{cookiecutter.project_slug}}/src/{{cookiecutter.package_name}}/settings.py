@@ -143,7 +143,7 @@ def loopback_host_names(hosts_file: Path = HOSTS_FILE) -> frozenset[str]:
     names: set[str] = set()
     for line in lines:
         fields = line.split("#", 1)[0].split()
-        if len(fields) > 1 and bearer.is_loopback(fields[0]):
+        if fields and bearer.is_loopback(fields[0]):
             names.update(name.rstrip(".").lower() for name in fields[1:])
     return frozenset(names)
 
@@ -156,7 +156,7 @@ def refuse_dev_signing_key(values: Mapping[str, str]) -> None:
     dev_private_file = (
         values.get("JWT_DEV_PRIVATE_KEY_FILE", "").strip() or commands.DEFAULT_DEV_PRIVATE_KEY_FILE
     )
-    if public_file and _is_public_half_of(public_file, dev_private_file):
+    if _is_public_half_of(public_file, dev_private_file):
         raise ConfigError(
             "JWT_PUBLIC_KEY_FILE",
             f"is the public half of the development key {dev_private_file}; use your provider's",
@@ -164,7 +164,8 @@ def refuse_dev_signing_key(values: Mapping[str, str]) -> None:
 
 
 def _is_public_half_of(public_file: str, private_file: str) -> bool:
-    # Unreadable or malformed files are not a match; bearer.py reports a bad public key itself.
+    # Unreadable (unset: "") or malformed files are not a match; bearer.py reports a bad public
+    # key itself.
     try:
         public = serialization.load_pem_public_key(Path(public_file).read_bytes())
         private = serialization.load_pem_private_key(Path(private_file).read_bytes(), None)
