@@ -277,6 +277,15 @@ def test_forwarded_allow_ips_names_the_proxies(
         assert (seen["status"], seen["detail"]) == (403, HTTPS_ONLY)
 
 
+def test_a_peer_without_an_address_counts_as_a_unix_socket() -> None:
+    # logs.py and gunicorn.conf.py ask too, for peers a server may report as "" or not at all.
+    proxies = transport.TrustedProxies.parse("10.0.0.0/8")
+    assert None in proxies
+    assert "" in proxies
+    assert "10.1.1.1" in proxies
+    assert "192.0.2.1" not in proxies
+
+
 def hsts(**config: object) -> str | None:
     response = bare_app(**config).test_client().get("/where", headers=VIA_PROXY_HTTPS)
     assert response.status_code == 200
