@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.settings import (
     ConfigError,
     load_settings,
@@ -48,6 +49,16 @@ def refused(env: dict[str, str]) -> ConfigError:
 def test_app_env_spellings(base_env: dict[str, str], value: str, app_env: str) -> None:
     # Production's own rules are met, so that only the reading of APP_ENV is tried here.
     assert load_settings(production(base_env, APP_ENV=value)).app_env == app_env
+
+
+def test_the_modules_see_the_environment_as_read(base_env: dict[str, str]) -> None:
+    # bearer.py relaxes its rules outside production: " development " must reach it as the
+    # environment start-up judged, not as the raw value (which it would take for production).
+    env = {**base_env, "APP_ENV": " development ", "JWT_JWKS_URL": "http://127.0.0.1:9/jwks",
+           "JWT_JWKS_TIMEOUT_SECONDS": "1"}  # fmt: skip
+    env.pop("JWT_PUBLIC_KEY_FILE")
+    app = create_app(load_settings(env))
+    assert app.config["APP_ENV"] == "development"
 
 
 @pytest.mark.parametrize("value", ["Production", "TEST", "dev", "prod", "staging", "testing"])
