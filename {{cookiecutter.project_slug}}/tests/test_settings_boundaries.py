@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,18 @@ def test_the_dev_key_refusal_names_the_key(base_env: dict[str, str]) -> None:
         f"JWT_PUBLIC_KEY_FILE: is the public half of the development key {private_file}; "
         "use your provider's"
     )
+
+
+def test_an_unreadable_key_is_left_to_bearer(base_env: dict[str, str], tmp_path: Path) -> None:
+    # No match with the development key, so bearer.py's own reason is the one reported.
+    env = production(base_env, JWT_PUBLIC_KEY_FILE="/nonexistent.pem")
+    reason = "JWT_PUBLIC_KEY_FILE: cannot read /nonexistent.pem (No such file or directory)"
+    with pytest.raises(ValueError, match=f"^{re.escape(reason)}$"):
+        create_app(load_settings(env))
+    # A development key that is no key is no match either.
+    (tmp_path / "garbage.pem").write_text("not a key")
+    env = production(base_env, JWT_DEV_PRIVATE_KEY_FILE=str(tmp_path / "garbage.pem"))
+    assert load_settings(env).is_production
 
 
 def test_a_jwks_setup_has_no_dev_key_to_compare(base_env: dict[str, str]) -> None:

@@ -152,7 +152,9 @@ def refuse_dev_signing_key(values: Mapping[str, str]) -> None:
     # `flask dev-token` signs with a private key kept on this host (keys/ by default). Trusting
     # its public half in production, e.g. because the development .env filled it in under a
     # real issuer's name, would accept tokens minted by anyone who can read that file.
-    public_file = values.get("JWT_PUBLIC_KEY_FILE", "").strip()
+    if "JWT_PUBLIC_KEY_FILE" not in values:
+        return  # keys from a JWKS URL: no file to compare
+    public_file = values["JWT_PUBLIC_KEY_FILE"].strip()
     dev_private_file = (
         values.get("JWT_DEV_PRIVATE_KEY_FILE", "").strip() or commands.DEFAULT_DEV_PRIVATE_KEY_FILE
     )
@@ -164,8 +166,7 @@ def refuse_dev_signing_key(values: Mapping[str, str]) -> None:
 
 
 def _is_public_half_of(public_file: str, private_file: str) -> bool:
-    # Unreadable (unset: "") or malformed files are not a match; bearer.py reports a bad public
-    # key itself.
+    # Unreadable or malformed files are not a match; bearer.py reports a bad public key itself.
     try:
         public = serialization.load_pem_public_key(Path(public_file).read_bytes())
         private = serialization.load_pem_private_key(Path(private_file).read_bytes(), None)
