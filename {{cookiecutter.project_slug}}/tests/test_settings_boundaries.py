@@ -221,7 +221,7 @@ def test_a_hosts_file_names_loopback_hosts_only(tmp_path: Path) -> None:
         b"::1 ip6-localhost ip6-loopback.\n"
         b"\n"
         b"127.0.0.1\n"  # an address alone names nothing
-        b"127.0.0.1 localhost # alias-in-a-comment\n"
+        b"127.0.0.1 localhost # alias-in-a-comment # and-another\n"
         b"# 127.0.0.1 commented-out\n"
         b"10.1.2.3 idp.internal # 127.0.0.1 in-a-comment\n"
         b"10.1.2.4 caf\xe9\n"  # not UTF-8: the other lines still count

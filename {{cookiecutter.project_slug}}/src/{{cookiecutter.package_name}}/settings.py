@@ -142,7 +142,7 @@ def loopback_host_names(hosts_file: Path = HOSTS_FILE) -> frozenset[str]:
         return frozenset()
     names: set[str] = set()
     for line in lines:
-        fields = line.split("#", 1)[0].split()
+        fields = line.partition("#")[0].split()
         if fields and bearer.is_loopback(fields[0]):
             names.update(name.rstrip(".").lower() for name in fields[1:])
     return frozenset(names)
