@@ -217,7 +217,7 @@ def test_a_jwks_setup_has_no_dev_key_to_compare(base_env: dict[str, str]) -> Non
 def test_a_hosts_file_names_loopback_hosts_only(tmp_path: Path) -> None:
     hosts = tmp_path / "hosts"
     hosts.write_bytes(
-        b"127.0.1.1 Build-Box\n"  # a line with one name
+        b"127.0.1.1 BUILD-BOX\n"  # a line with one name, in capitals
         b"::1 ip6-localhost ip6-loopback.\n"
         b"\n"
         b"127.0.0.1\n"  # an address alone names nothing
