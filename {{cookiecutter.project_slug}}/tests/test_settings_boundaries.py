@@ -17,6 +17,7 @@ from {{ cookiecutter.package_name }}.settings import (
     load_settings,
     loopback_host_names,
     read_environment,
+    refuse_local_issuer,
 )
 
 
@@ -228,6 +229,13 @@ def test_a_hosts_file_names_loopback_hosts_only(tmp_path: Path) -> None:
         b"not-an-address 127.0.0.1 name-after-garbage\n"
     )
     assert loopback_host_names(hosts) == {"build-box", "ip6-localhost", "ip6-loopback", "localhost"}
+    # A URL's %-escapes are decoded as URL parsers do (%58 is X), then compared in lower case.
+    for issuer in ("https://build-box./", "https://build-bo%58/"):
+        with pytest.raises(ConfigError) as refused_issuer:
+            refuse_local_issuer(issuer, hosts_file=hosts)
+        assert str(refused_issuer.value) == (
+            "JWT_ISSUER: is a local development issuer; use your provider's"
+        )
 
 
 def test_an_unreadable_hosts_file_names_nothing(tmp_path: Path) -> None:
@@ -256,6 +264,20 @@ def test_a_blank_setting_leaves_the_modules_default(base_env: dict[str, str], bl
     settings = load_settings(production(base_env, HSTS_MAX_AGE=blank, TRUSTED_PROXY_HOPS=blank))
     assert "HSTS_MAX_AGE" not in settings.flask_config()
     assert "TRUSTED_PROXY_HOPS" not in settings.flask_config()
+
+
+def test_without_arguments_the_settings_come_from_the_process(
+    base_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # How gunicorn's create_app() reads them: the environment over ./.env.
+    (tmp_path / ".env").write_text("WEB_CONCURRENCY=1\n")
+    monkeypatch.chdir(tmp_path)
+    for name, value in base_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    monkeypatch.setenv("REPLAY_STORE_URL", "sqlite:///replay.sqlite3")
+    settings = load_settings()
+    assert (settings.app_env, settings.web_concurrency) == ("test", 3)
 
 
 def test_the_dotenv_file_is_dot_env_in_the_working_directory(

@@ -120,7 +120,7 @@ def read_web_concurrency(environ: Mapping[str, str]) -> int:
 def refuse_debug(environ: Mapping[str, str]) -> None:
     # The Werkzeug debugger runs arbitrary code for whoever reaches it. Judged the way Flask
     # itself reads the variable, so that no spelling Flask takes for "on" passes here.
-    value = environ.get("FLASK_DEBUG", "")
+    value = environ.get("FLASK_DEBUG")
     if value and value.lower() not in FLASK_DEBUG_OFF:
         raise ConfigError("FLASK_DEBUG", "must be off in production (the debugger executes code)")
 
