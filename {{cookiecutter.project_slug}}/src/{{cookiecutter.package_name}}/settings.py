@@ -137,7 +137,8 @@ def refuse_local_issuer(issuer: str, hosts_file: Path = HOSTS_FILE) -> None:
 def loopback_host_names(hosts_file: Path = HOSTS_FILE) -> frozenset[str]:
     """Names this machine's hosts file gives a loopback address (its own name, often)."""
     try:
-        lines = hosts_file.read_text(encoding="utf-8", errors="replace").splitlines()
+        # UTF-8 whatever the locale; a stray byte spoils its own name only.
+        lines = hosts_file.read_bytes().decode(errors="replace").splitlines()
     except OSError:
         return frozenset()
     names: set[str] = set()
