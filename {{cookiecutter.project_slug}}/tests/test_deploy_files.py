@@ -285,10 +285,68 @@ def test_upstream_servers_that_could_inject_directives_are_refused(upstream: str
     assert result.stderr.startswith("configuration error: UPSTREAM_SERVER: must ")
 
 
-def test_derive_script_refuses_a_non_number() -> None:
-    result = derive(RATE_LIMIT_PER_SECOND="lots")
+@pytest.mark.parametrize("name", ["RATE_LIMIT_PER_SECOND", "RATE_LIMIT_BURST", "HSTS_MAX_AGE",
+                                  "HTTPS_PORT"])  # fmt: skip
+@pytest.mark.parametrize("value", ["lots", "-1", "+1", "1.5", "1e3", " 1", ""])
+def test_derive_script_refuses_a_non_number(name: str, value: str) -> None:
+    result = derive(**{name: value})
     assert result.returncode == 1
-    assert result.stderr.startswith("configuration error: RATE_LIMIT_PER_SECOND: must be a ")
+    assert result.stderr == (
+        f"configuration error: {name}: must be a non-negative integer, got '{value}'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("app_env", "max_age", "refused"),
+    [
+        (None, "31535999", True),  # unset means production, as in the app
+        ("production", "31535999", True),
+        ("production", "31536000", False),  # the floor itself
+        ("Development", "0", True),  # any other word counts as production (the app refuses it)
+        (" test", "0", True),
+        ("development", "0", False),
+        ("test", "0", False),
+    ],
+)
+def test_derive_script_holds_hsts_to_a_year_in_production(
+    app_env: str | None, max_age: str, refused: bool
+) -> None:
+    result = derive(HSTS_MAX_AGE=max_age, **({"APP_ENV": app_env} if app_env is not None else {}))
+    if refused:
+        assert result.returncode == 1
+        assert result.stderr == (
+            "configuration error: HSTS_MAX_AGE: must be at least 31536000 (one year) in "
+            f"production, got '{max_age}'\n"
+        )
+    else:
+        assert result.returncode == 0, result.stderr
+
+
+# The app's words for HSTS_PRELOAD (transport.py); the script refuses the rest, and nginx's map
+# in the site template must read each accepted word as the app does.
+PRELOAD_WORDS = {"": False, "1": True, "true": True, "TRUE": True, "Yes": True, "on": True,
+                 "0": False, "false": False, "No": False, "OFF": False}  # fmt: skip
+
+
+@pytest.mark.parametrize(("value", "preload"), PRELOAD_WORDS.items())
+def test_nginx_reads_every_preload_word_as_the_app_does(value: str, preload: bool) -> None:
+    result = derive(HSTS_PRELOAD=value)
+    assert result.returncode == 0, result.stderr
+    site = (NGINX_DIR / "templates" / "default.conf.template").read_text()
+    mapping = re.search(r'map "\$\{HSTS_PRELOAD\}" \$hsts_preload_suffix \{\s*"~\*([^"]+)"', site)
+    assert mapping, "the site template no longer maps HSTS_PRELOAD"
+    # ~* is a case-insensitive regular expression.
+    assert bool(re.search(mapping.group(1), value, re.IGNORECASE)) is preload
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "y", " yes", "true!"])
+def test_derive_script_refuses_other_preload_words(value: str) -> None:
+    result = derive(HSTS_PRELOAD=value)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "configuration error: HSTS_PRELOAD: must be true or false (1/0, yes/no, on/off), "
+        f"got '{value}'\n"
+    )
 
 
 # --- OCSP stapling follows the certificate ----------------------------------------------------

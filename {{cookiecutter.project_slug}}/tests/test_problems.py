@@ -67,29 +67,44 @@ def test_aborts_render_as_problems(app: Flask, client: FlaskClient, status: int)
 VIA_PROXY = {"X-Forwarded-Proto": "https"}
 REQUEST_ID = "req-problem-id-0001"
 
-# One request per part of the service that answers with a problem of its own.
+# One request per part of the service that answers with a problem of its own, and the reason
+# that part gives (a problem for another reason, even with the same status, fails).
 PROBLEMS_BY_OWNER = [
-    pytest.param("GET", "/no/such/route", {}, 404, id="router"),
-    pytest.param("DELETE", "/healthz", {}, 405, id="method"),
-    pytest.param("GET", "/api/v1/items", {}, 401, id="bearer-no-token"),
-    pytest.param("GET", "/api/v1/items?access_token=x", {}, 400, id="bearer-token-in-url"),
-    pytest.param(
-        "GET", "/api/v1/items", {"Authorization": "Bearer not.a.jwt"}, 401, id="bearer-invalid"
-    ),
-    pytest.param("GET", "/api/v1/items", {"X-API-Key": "x"}, 401, id="apikeys-refused"),
-    pytest.param("POST", "/webhooks/events", {}, 400, id="webhook-missing-headers"),
-    pytest.param("POST", "/webhooks/github", {}, 404, id="webhook-unconfigured"),
-]
+    pytest.param("GET", "/no/such/route", {}, 404,
+                 "The requested URL was not found on the server. If you entered the URL manually "
+                 "please check your spelling and try again.", id="router"),
+    pytest.param("DELETE", "/healthz", {}, 405,
+                 "The method is not allowed for the requested URL.", id="method"),
+    pytest.param("GET", "/api/v1/items", {}, 401, "An access token is required",
+                 id="bearer-no-token"),
+    pytest.param("GET", "/api/v1/items?access_token=x", {}, 400,
+                 "Access tokens are not accepted in the query string", id="bearer-token-in-url"),
+    pytest.param("GET", "/api/v1/items", {"Authorization": "Bearer not.a.jwt"}, 401,
+                 "The access token is malformed", id="bearer-invalid"),
+    pytest.param("GET", "/api/v1/items", {"X-API-Key": "x"}, 401,
+                 "API keys are not accepted by this service", id="apikeys-refused"),
+    pytest.param("POST", "/webhooks/events", {}, 400, "missing webhook-id header",
+                 id="webhook-missing-headers"),
+    pytest.param("POST", "/webhooks/github", {}, 404,
+                 "The requested URL was not found on the server.", id="webhook-unconfigured"),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(("method", "path", "headers", "status"), PROBLEMS_BY_OWNER)
+@pytest.mark.parametrize(("method", "path", "headers", "status", "detail"), PROBLEMS_BY_OWNER)
 def test_every_problem_carries_the_request_id(
-    client: FlaskClient, method: str, path: str, headers: dict[str, str], status: int
+    client: FlaskClient,
+    *,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    status: int,
+    detail: str,
 ) -> None:
     response = client.open(
         path, method=method, headers={**VIA_PROXY, "X-Request-ID": REQUEST_ID, **headers}
     )
     body = assert_problem(response, status)
+    assert body["detail"] == detail
     assert body["request_id"] == REQUEST_ID
     assert response.headers["X-Request-ID"] == REQUEST_ID
 
@@ -101,5 +116,6 @@ def test_plain_http_refusal_carries_the_request_id(client: FlaskClient) -> None:
         environ_overrides={"HTTP_X_FORWARDED_PROTO": "http"},
     )
     body = assert_problem(response, 403)
+    assert body["detail"] == "This API is only served over HTTPS."
     assert body["request_id"] == REQUEST_ID
     assert "Strict-Transport-Security" not in response.headers

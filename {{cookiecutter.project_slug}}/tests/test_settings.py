@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from flask import Flask
+from flask.helpers import get_debug_flag
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from {{ cookiecutter.package_name }} import create_app, webhooks
@@ -191,21 +192,34 @@ def test_nginx_refuses_a_short_hsts_outside_development(app_env: str | None, ref
     assert run_nginx_derive({**settings, "HSTS_MAX_AGE": "31536000"}).returncode == 0
 
 
-# Flask turns its debugger on for every FLASK_DEBUG value but these (flask.helpers).
-DEBUG_ON = ["1", "true", "True", "TRUE", "yes", "on", "2", "debug", " 1 "]
-DEBUG_OFF = ["", "0", "false", "False", "no", "NO", " 0 "]
+# Flask turns its debugger on for every FLASK_DEBUG value but these (flask.helpers), and
+# compares them unstripped: " 0" is on.
+DEBUG_ON = ["1", "true", "True", "TRUE", "yes", "on", "2", "debug", " 1 ", " 0 ", "0 ", " ",
+            "no ", "off", "OFF"]  # fmt: skip
+DEBUG_OFF = ["", "0", "false", "False", "FALSE", "no", "No", "NO"]
 
 
 @pytest.mark.parametrize("value", DEBUG_ON)
 def test_every_spelling_of_debug_on_is_refused_in_production(
-    base_env: dict[str, str], value: str
+    base_env: dict[str, str], value: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(ConfigError, match=r"^FLASK_DEBUG: "):
+    monkeypatch.setenv("FLASK_DEBUG", value)
+    assert get_debug_flag(), "Flask itself reads this as off"
+    with pytest.raises(ConfigError) as refused:
         load_settings({**production_env(base_env), "FLASK_DEBUG": value})
+    assert str(refused.value) == (
+        "FLASK_DEBUG: must be off in production (the debugger executes code)"
+    )
+    # Outside production the debugger is the developer's choice.
+    assert load_settings({**base_env, "FLASK_DEBUG": value}).app_env == "test"
 
 
 @pytest.mark.parametrize("value", DEBUG_OFF)
-def test_debug_off_starts_in_production(base_env: dict[str, str], value: str) -> None:
+def test_debug_off_starts_in_production(
+    base_env: dict[str, str], value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLASK_DEBUG", value)
+    assert not get_debug_flag(), "Flask itself reads this as on"
     assert load_settings({**production_env(base_env), "FLASK_DEBUG": value}).is_production
 
 
@@ -559,21 +573,73 @@ def test_valid_value_reaches_the_part_that_owns_it(
     assert case.seen(app) == case.expected
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "GUNICORN_TIMEOUT",  # 0: a stuck worker is never replaced
-        "GUNICORN_LIMIT_REQUEST_LINE",  # 0: request lines of any length
-        "GUNICORN_LIMIT_REQUEST_FIELDS",  # 0: gunicorn's maximum, 32768 headers
-        "GUNICORN_LIMIT_REQUEST_FIELD_SIZE",  # 0: headers of any size
-    ],
-)
-def test_gunicorn_limits_never_mean_unlimited(
-    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    # gunicorn reads 0 as "no limit" for each of these: a typo would start without the fence.
+# (setting, gunicorn.conf.py's name, least value, default). gunicorn reads 0 as "no limit" or
+# "never" for those with a least value of 1: a typo must not start without the fence.
+GUNICORN_WHOLE_NUMBERS = [
+    ("GUNICORN_THREADS", "threads", 1, 2),
+    ("GUNICORN_TIMEOUT", "timeout", 1, 30),  # 0: a stuck worker is never replaced
+    ("GUNICORN_GRACEFUL_TIMEOUT", "graceful_timeout", 0, 30),
+    ("GUNICORN_KEEPALIVE", "keepalive", 0, 75),
+    ("GUNICORN_LIMIT_REQUEST_LINE", "limit_request_line", 1, 4094),  # 0: any length
+    ("GUNICORN_LIMIT_REQUEST_FIELDS", "limit_request_fields", 1, 100),  # 0: 32768 headers
+    ("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", "limit_request_field_size", 1, 8190),  # 0: any size
+]
+
+
+def gunicorn_refusal(environment: dict[str, str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as stopped:
+        load_gunicorn_conf(environment)
+    assert stopped.value.code == 1
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "key", "least", "default"), GUNICORN_WHOLE_NUMBERS)
+def test_gunicorn_whole_numbers_at_their_boundaries(
+    name: str, key: str, least: int, default: int, *,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:  # fmt: skip
     monkeypatch.chdir(tmp_path)  # no .env here: only the environment counts
-    with pytest.raises(SystemExit):
-        load_gunicorn_conf({name: "0"})
-    assert capsys.readouterr().err.startswith(f"configuration error: {name}: ")
-    assert load_gunicorn_conf({name: "100"})[name.removeprefix("GUNICORN_").lower()] == 100
+    assert load_gunicorn_conf({name: str(least)})[key] == least
+    assert load_gunicorn_conf({name: f" {least + 1} "})[key] == least + 1
+    assert load_gunicorn_conf({name: " "})[key] == default
+    for value in (str(least - 1), "+5", "1.5", "many"):
+        assert gunicorn_refusal({name: value}, capsys) == (
+            f"configuration error: {name}: must be a whole number of at least {least}, "
+            f"got {value!r}\n"
+        )
+
+
+def test_gunicorn_refuses_what_the_app_refuses(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert gunicorn_refusal({"FORWARDED_ALLOW_IPS": "127.0.0.1, nginx"}, capsys) == (
+        "configuration error: FORWARDED_ALLOW_IPS: 'nginx' is not an IP address or network "
+        "(host names are not resolved)\n"
+    )
+    assert gunicorn_refusal({"TRUSTED_PROXY_HOPS": "-1"}, capsys) == (
+        "configuration error: TRUSTED_PROXY_HOPS: must be a whole number of at least 0, got '-1'\n"
+    )
+    assert gunicorn_refusal({"WEB_CONCURRENCY": "0"}, capsys) == (
+        "configuration error: WEB_CONCURRENCY: must be a whole number of at least 1, got '0'\n"
+    )
+    assert gunicorn_refusal({"LOG_LEVEL": "LOUD"}, capsys).startswith(
+        "configuration error: LOG_LEVEL: "
+    )
+    # Blank means the default, a proxy on this host, as in transport.py.
+    assert load_gunicorn_conf({"FORWARDED_ALLOW_IPS": " "})["forwarded_allow_ips"] == (
+        "127.0.0.1,::1"
+    )
+    # The access log names the client as the app does: through as many proxies, from zero.
+    for hops in ("0", "2"):
+        json_format = load_gunicorn_conf({"TRUSTED_PROXY_HOPS": hops})["logconfig_dict"]
+        assert json_format["formatters"]["json"]["trusted_proxy_hops"] == int(hops)
+
+
+def test_gunicorn_control_socket_is_opt_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GUNICORN_CONTROL_SOCKET", raising=False)
+    assert load_gunicorn_conf({})["control_socket_disable"] is True
+    opted_in = load_gunicorn_conf({"GUNICORN_CONTROL_SOCKET": str(tmp_path / "ctl.sock")})
+    assert opted_in["control_socket_disable"] is False
+    assert opted_in["control_socket"] == str(tmp_path / "ctl.sock")

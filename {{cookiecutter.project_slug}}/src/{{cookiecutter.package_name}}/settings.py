@@ -35,8 +35,9 @@ MODULE_SETTINGS: tuple[str, ...] = (
     *logs.SETTINGS,
     *commands.SETTINGS,
 )
-# Flask's own reading of FLASK_DEBUG (flask.helpers.get_debug_flag): anything else is "on".
-FLASK_DEBUG_OFF = ("", "0", "false", "no")
+# Flask's own reading of FLASK_DEBUG (flask.helpers.get_debug_flag): unset, empty or one of
+# these words, compared without stripping (" 0" is on); anything else is "on".
+FLASK_DEBUG_OFF = ("0", "false", "no")
 HOSTS_FILE = Path("/etc/hosts")
 # Browsers' preload lists and the HSTS guidance (RFC 6797 section 11.2, hstspreload.org): a
 # shorter policy lapses between two visits and leaves the first request open to stripping.
@@ -119,7 +120,8 @@ def read_web_concurrency(environ: Mapping[str, str]) -> int:
 def refuse_debug(environ: Mapping[str, str]) -> None:
     # The Werkzeug debugger runs arbitrary code for whoever reaches it. Judged the way Flask
     # itself reads the variable, so that no spelling Flask takes for "on" passes here.
-    if environ.get("FLASK_DEBUG", "").strip().lower() not in FLASK_DEBUG_OFF:
+    value = environ.get("FLASK_DEBUG")
+    if value and value.lower() not in FLASK_DEBUG_OFF:
         raise ConfigError("FLASK_DEBUG", "must be off in production (the debugger executes code)")
 
 
@@ -135,13 +137,14 @@ def refuse_local_issuer(issuer: str, hosts_file: Path = HOSTS_FILE) -> None:
 def loopback_host_names(hosts_file: Path = HOSTS_FILE) -> frozenset[str]:
     """Names this machine's hosts file gives a loopback address (its own name, often)."""
     try:
-        lines = hosts_file.read_text(encoding="utf-8", errors="replace").splitlines()
+        # UTF-8 whatever the locale; a stray byte spoils its own name only.
+        lines = hosts_file.read_bytes().decode(errors="replace").splitlines()
     except OSError:
         return frozenset()
     names: set[str] = set()
     for line in lines:
-        fields = line.split("#", 1)[0].split()
-        if len(fields) > 1 and bearer.is_loopback(fields[0]):
+        fields = line.partition("#")[0].split()
+        if fields and bearer.is_loopback(fields[0]):
             names.update(name.rstrip(".").lower() for name in fields[1:])
     return frozenset(names)
 
@@ -150,11 +153,13 @@ def refuse_dev_signing_key(values: Mapping[str, str]) -> None:
     # `flask dev-token` signs with a private key kept on this host (keys/ by default). Trusting
     # its public half in production, e.g. because the development .env filled it in under a
     # real issuer's name, would accept tokens minted by anyone who can read that file.
-    public_file = values.get("JWT_PUBLIC_KEY_FILE", "").strip()
+    if "JWT_PUBLIC_KEY_FILE" not in values:
+        return  # keys from a JWKS URL: no file to compare
+    public_file = values["JWT_PUBLIC_KEY_FILE"].strip()
     dev_private_file = (
         values.get("JWT_DEV_PRIVATE_KEY_FILE", "").strip() or commands.DEFAULT_DEV_PRIVATE_KEY_FILE
     )
-    if public_file and _is_public_half_of(public_file, dev_private_file):
+    if _is_public_half_of(public_file, dev_private_file):
         raise ConfigError(
             "JWT_PUBLIC_KEY_FILE",
             f"is the public half of the development key {dev_private_file}; use your provider's",

@@ -83,7 +83,8 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
 }
-_HSTS = "strict-transport-security"
+HSTS_HEADER = "Strict-Transport-Security"
+_HSTS = HSTS_HEADER.lower()
 
 
 class TransportConfigError(ValueError):
@@ -124,10 +125,11 @@ class TrustedProxies:
         if self.everyone:
             return True
         try:
-            address = ipaddress.ip_address(str(peer or "").split("%", 1)[0])
+            # A scoped IPv6 peer (fe80::1%eth0) parses with its scope and matches its network.
+            address = ipaddress.ip_address(str(peer))
         except ValueError:
-            # No IP address: a unix socket (gunicorn reports an empty peer), which only those
-            # the socket file's permissions let in can reach.
+            # No IP address: a unix socket (gunicorn reports an empty peer; with none at all
+            # this reads "None"), which only those the socket file's permissions let in can reach.
             return True
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped  # how a dual-stack socket reports an IPv4 peer
@@ -198,7 +200,7 @@ class _SecurityHeaders:
 
     def __init__(self, wsgi_app: WSGIApplication, hsts: str) -> None:
         self.wsgi_app = wsgi_app
-        self.hsts = ("Strict-Transport-Security", hsts)
+        self.hsts = (HSTS_HEADER, hsts)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         secure = environ.get("wsgi.url_scheme") == "https"
