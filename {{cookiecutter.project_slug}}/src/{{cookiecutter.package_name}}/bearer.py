@@ -185,7 +185,6 @@ class _Rejection(Exception):
         scope: str | None = None,
         scheme: str | None = None,
     ) -> None:
-        super().__init__(description)
         self.status = status
         self.error = error
         self.description = description
@@ -198,7 +197,6 @@ class _KeysUnavailable(Exception):
     replay store is down), so no token can be judged: 503, never accept."""
 
     def __init__(self, description: str = "Token signing keys are temporarily unavailable"):
-        super().__init__(description)
         self.description = description
 
 
@@ -431,7 +429,7 @@ class _Verifier:
 
     def verify(self, token: str) -> Principal:
         self.keys.refresh_if_stale()
-        digest = hashlib.sha256(token.encode("ascii")).digest()
+        digest = hashlib.sha256(token.encode()).digest()
         cached = self.cache.get(digest, self.keys.generation)
         if cached is not None:
             return cached
@@ -800,9 +798,10 @@ class _JwksKeys:
             self.refresh(wait=False)
 
     def usable(self) -> bool:
-        if not self._snapshot[0]:
+        # Generation 0 is "no key set fetched yet": a fetch that succeeds holds a key.
+        if self.generation == 0:
             self.refresh(wait=True)
-        return bool(self._snapshot[0])
+        return self.generation > 0
 
     def refresh(self, *, wait: bool) -> None:
         """Start a fetch unless one is running or the cooldown forbids it; with wait, wait for

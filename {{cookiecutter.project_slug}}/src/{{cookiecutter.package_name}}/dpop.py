@@ -225,7 +225,7 @@ class ProofVerifier:
         now, window = time.time(), leeway + PROOF_WINDOW_SECONDS
         if not now - window <= iat <= now + window:
             raise DPoPProofError("The DPoP proof is too old or from the future")
-        expected_ath = _b64url(hashlib.sha256(access_token.encode("ascii")).digest())
+        expected_ath = _b64url(hashlib.sha256(access_token.encode()).digest())
         ath = claims["ath"]
         if not isinstance(ath, str) or not hmac.compare_digest(ath.encode(), expected_ath.encode()):
             raise DPoPProofError("The DPoP proof was made for another access token (ath)")
@@ -270,7 +270,7 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     canonical = json.dumps(
         {name: jwk[name] for name in members}, separators=(",", ":"), sort_keys=True
     )
-    return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
 
 
 def _public_key(jwk: object, alg: str) -> tuple[Any, str]:
@@ -341,7 +341,7 @@ def _normalized_path(path: str) -> str:
     def normalize(match: re.Match[str]) -> str:
         escaped = match.group(1)
         if escaped is None:
-            return "".join(f"%{byte:02X}" for byte in match.group(0).encode("utf-8"))
+            return "".join(f"%{byte:02X}" for byte in match.group(0).encode())
         character = chr(int(escaped, 16))
         return character if character in _UNRESERVED else f"%{escaped.upper()}"
 
@@ -356,7 +356,7 @@ def _is_media_type(value: object, expected: str) -> bool:
 
 
 def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 # --------------------------------------------------------------------------- settings
