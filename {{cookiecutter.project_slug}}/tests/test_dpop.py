@@ -832,6 +832,16 @@ def test_origin_spellings(
     assert response.status_code == 200, response.get_json()
 
 
+def test_an_ipv6_origin_keeps_its_brackets(
+    make_client: Callable[..., FlaskClient], client_key: ECKey, token: str
+) -> None:
+    # Without brackets, [::1]:8443 and the address ::1:8443 on port 443 would read the same.
+    client = make_client(JWT_DPOP_ORIGINS="https://[::1]:8443")
+    proof = dpop_proof(client_key, "GET", "https://[::1:8443]/read", token)
+    response = call(client, token, proof, HTTP_HOST="[::1:8443]")
+    assert_refused(response, "invalid_dpop_proof", UNKNOWN_HOST)
+
+
 @pytest.mark.parametrize(
     "host", ["api.test:99999", "api.test:x", "bad host", "api.test/x", "user@api.test", ""],
 )  # fmt: skip

@@ -254,7 +254,7 @@ class ProofVerifier:
             outcome = self.store.claim(f"dpop-jti:{digest}", lease, secrets.token_hex(16))
         except Exception as exc:
             # Another module's store: whatever it raises, the proof cannot be judged (fail closed).
-            raise DPoPStoreUnavailable("DPoP replay store unavailable") from exc
+            raise DPoPStoreUnavailable from exc  # the store's own error is the cause
         if outcome != "claimed":
             raise DPoPProofError("The DPoP proof was already used (jti)")
 
