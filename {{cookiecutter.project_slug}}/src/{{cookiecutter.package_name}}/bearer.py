@@ -171,11 +171,7 @@ class Principal:
 
 
 class _Rejection(Exception):
-    """An RFC 6750 section 3 outcome; description is fixed text, never token content.
-
-    scheme: the challenge ("bearer" or "dpop") that carries the error; None means the scheme
-    the client used, or both challenges when that is unknown (RFC 9449 section 7.2).
-    """
+    """An RFC 6750 section 3 outcome; description is fixed text, never token content."""
 
     def __init__(
         self,
@@ -183,13 +179,11 @@ class _Rejection(Exception):
         error: str | None,
         description: str,
         scope: str | None = None,
-        scheme: str | None = None,
     ) -> None:
         self.status = status
         self.error = error
         self.description = description
         self.scope = scope
-        self.scheme = scheme
 
 
 class _KeysUnavailable(Exception):
@@ -422,9 +416,8 @@ class _Verifier:
         if bound_to is not None:
             raise _invalid_token("A DPoP-bound token must be sent with the DPoP scheme")
         if proofs is not None and proofs.required:
-            raise _Rejection(
-                401, "invalid_token", "This API accepts DPoP-bound tokens only", scheme="dpop"
-            )
+            # Only the DPoP challenge is offered then, so it carries this error (_challenges).
+            raise _invalid_token("This API accepts DPoP-bound tokens only")
         return principal
 
     def verify(self, token: str) -> Principal:
@@ -486,7 +479,7 @@ class _Verifier:
         extra = {"error": rejection.error} if rejection.error else {}
         response = _problem(rejection.status, rejection.description, **extra)
         response.headers["WWW-Authenticate"] = _challenges(
-            self.realm, rejection, rejection.scheme or scheme, _proof_verifier()
+            self.realm, rejection, scheme, _proof_verifier()
         )
         return response
 
@@ -524,11 +517,9 @@ def _describe(exc: jwt.PyJWTError) -> str:
 
 
 def _check_claim_types(claims: Mapping[str, Any]) -> None:
-    # PyJWT passes int("123") and True as dates; RFC 7519 wants a JSON number.
-    for name in ("exp", "iat", "nbf"):
-        value = claims.get(name)
-        if value is None:
-            continue
+    # PyJWT passes int("123") and True as dates; RFC 7519 wants a JSON number. It made sure
+    # that exp and iat are there; nbf is optional.
+    for name, value in [(name, claims[name]) for name in ("exp", "iat", "nbf") if name in claims]:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _invalid_token(f"The {name} claim must be a number")
         # Compared, never converted: a comparison holds for any int, NaN fails it.
