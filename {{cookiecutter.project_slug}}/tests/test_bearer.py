@@ -217,6 +217,30 @@ def test_scheme_is_case_insensitive_and_allows_several_spaces(
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("value", "status", "error", "description"),
+    [
+        ("Bearer {token}\x0b", 400, "invalid_request", INVALID_REQUEST),
+        ("\x0cBearer {token}", 400, "invalid_request", INVALID_REQUEST),
+        ("Bearer {token}X", 401, "invalid_token", MALFORMED),
+        ("XBearer {token}", 401, None, NO_TOKEN),  # another scheme
+    ],
+    ids=["vertical-tab-after", "form-feed-before", "letter-after", "letter-before"],
+)
+def test_only_spaces_and_tabs_around_the_credentials_are_trimmed(
+    client: FlaskClient,
+    our_key: RSAKey,
+    *,
+    value: str,
+    status: int,
+    error: str | None,
+    description: str,
+) -> None:
+    token = mint(our_key, make_claims())
+    response = client.get("/read", headers={"Authorization": value.format(token=token)})
+    assert_refused(response, status, error, description, token)
+
+
 def test_audience_list_containing_ours_is_accepted(client: FlaskClient, our_key: RSAKey) -> None:
     token = mint(our_key, make_claims(aud=["https://other.test", AUDIENCE]))
     assert client.get("/read", headers=auth(token)).status_code == 200
