@@ -224,9 +224,12 @@ def test_scheme_is_case_insensitive_and_allows_several_spaces(
         ("\x0cBearer {token}", 400, "invalid_request", INVALID_REQUEST),
         ("Bearer {token}X", 401, "invalid_token", MALFORMED),
         ("XBearer {token}", 401, None, NO_TOKEN),  # another scheme
+        ("Bearer \t{token}", 400, "invalid_request", INVALID_REQUEST),  # 1*SP, no tab
+        ("Bearer X{token}", 401, "invalid_token", MALFORMED),
     ],
-    ids=["vertical-tab-after", "form-feed-before", "letter-after", "letter-before"],
-)
+    ids=["vertical-tab-after", "form-feed-before", "letter-after", "letter-before",
+         "tab-between", "letter-between"],
+)  # fmt: skip
 def test_only_spaces_and_tabs_around_the_credentials_are_trimmed(
     client: FlaskClient,
     our_key: RSAKey,
