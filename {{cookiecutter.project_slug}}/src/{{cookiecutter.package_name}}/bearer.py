@@ -600,12 +600,12 @@ def _credentials_from_request(
         raise _invalid_request("Access tokens are not accepted in the query string")
     if request.mimetype in _FORM_MIMETYPES and "access_token" in request.form:
         raise _invalid_request("Access tokens are not accepted in the request body")
-    values = request.headers.getlist("Authorization")
-    if not values:
+    # WSGI gives one value per field name: the server joined repeated fields with commas,
+    # which _credentials refuses.
+    value = request.headers.get("Authorization")
+    if value is None:
         return None
-    if len(values) != 1:
-        raise _invalid_request("Send exactly one Authorization header")
-    return _credentials(values[0], max_token_bytes, schemes)
+    return _credentials(value, max_token_bytes, schemes)
 
 
 def _credentials(

@@ -172,13 +172,13 @@ class ProofVerifier:
 
     @staticmethod
     def _proof_header() -> str:
-        values = request.headers.getlist("DPoP")
-        if not values:
+        proof = request.headers.get("DPoP")
+        if proof is None:
             raise DPoPProofError("A DPoP proof is required with the DPoP scheme")
-        # Servers fold repeated fields into one, joined by commas (never part of a JWT).
-        if len(values) != 1 or "," in values[0]:
+        # WSGI gives one value per field name: the server joined repeated fields with commas
+        # (never part of a JWT).
+        if "," in proof:
             raise DPoPProofError("Send exactly one DPoP proof")
-        proof = values[0]
         if len(proof) > MAX_PROOF_BYTES:
             raise DPoPProofError("The DPoP proof is too large")
         if not _TOKEN68.fullmatch(proof) or proof.count(".") != 2:
