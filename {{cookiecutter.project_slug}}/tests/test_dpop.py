@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from flask import Flask
 from flask.testing import FlaskClient
 from joserfc.jwk import ECKey, OKPKey, RSAKey
-from werkzeug.test import TestResponse
+from werkzeug.test import EnvironBuilder, TestResponse
+from werkzeug.wrappers import Response
 
 from jose_helpers import (
     AUDIENCE,
@@ -353,6 +354,15 @@ def test_the_called_path_comes_from_what_the_server_saw(
     proof = dpop_proof(client_key, "GET", htu, token)
     response = call(client, token, proof, path="/files/a%2Fb", **environ)
     assert response.status_code == 200, response.get_json()
+
+
+def test_a_path_that_starts_with_two_slashes_names_no_host(
+    client: FlaskClient, client_key: ECKey, token: str
+) -> None:
+    # "//api.test/read" is a path (origin-form), not the authority api.test and the path /read.
+    proof = dpop_proof(client_key, "GET", READ_URL, token)
+    response = call(client, token, proof, RAW_URI="//api.test/read", REQUEST_URI="")
+    assert_refused(response, "invalid_dpop_proof", OTHER_URL)
 
 
 def test_an_absolute_form_target_without_a_path_is_the_root(
@@ -851,6 +861,19 @@ def test_a_host_that_is_no_server_name_is_refused(
     proof = dpop_proof(client_key, "GET", READ_URL, token)
     response = call(client, token, proof, HTTP_HOST=host)
     assert_refused(response, "invalid_dpop_proof", UNKNOWN_HOST)
+
+
+def test_a_bracketed_host_that_is_no_address_is_refused(
+    client: FlaskClient, client_key: ECKey, token: str
+) -> None:
+    # [1:2:3] has the shape of an IPv6 host; the test client cannot build a URL of it, so the
+    # request goes to the app as plain WSGI.
+    proof = dpop_proof(client_key, "GET", READ_URL, token)
+    headers = [("Authorization", f"DPoP {token}"), ("DPoP", proof)]
+    environ = EnvironBuilder(path="/read", base_url=BASE_URL, headers=headers).get_environ()
+    environ["HTTP_HOST"] = "[1:2:3]"
+    response = Response.from_app(client.application, environ)
+    assert (response.status_code, response.get_json()["detail"]) == (401, UNKNOWN_HOST)
 
 
 def test_plain_http_request_is_refused(client: FlaskClient, client_key: ECKey, token: str) -> None:

@@ -75,7 +75,8 @@ KEY_TYPES: Final[Mapping[str, tuple[str, frozenset[str]]]] = {
     "ES512": ("EC", frozenset({"P-521"})),
     "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
 }
-# RFC 7638 section 3.2: the members a thumbprint is computed over, per key type.
+# RFC 7638 section 3.2: the members a thumbprint is computed over, per key type, in the
+# lexicographic order the thumbprint's JSON lists them in.
 THUMBPRINT_MEMBERS: Final[Mapping[str, tuple[str, ...]]] = {
     "RSA": ("e", "kty", "n"),
     "EC": ("crv", "kty", "x", "y"),
@@ -267,9 +268,9 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     members = THUMBPRINT_MEMBERS.get(jwk.get("kty"))  # type: ignore[arg-type]
     if members is None or not all(isinstance(jwk.get(name), str) for name in members):
         raise DPoPProofError("The DPoP proof jwk is not a usable public key")
-    canonical = json.dumps(
-        {name: jwk[name] for name in members}, separators=(",", ":"), sort_keys=True
-    )
+    # THUMBPRINT_MEMBERS lists each key type's members in lexicographic order, as RFC 7638
+    # section 3.3 wants them.
+    canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"))
     return _b64url(hashlib.sha256(canonical.encode()).digest())
 
 
