@@ -407,7 +407,7 @@ def _algorithms_setting(value: object) -> tuple[str, ...]:
 
 
 def _origins_setting(value: object) -> frozenset[str]:
-    if value is None or value == "":
+    if value is None:  # and "", which splits into no origin
         return frozenset()
     entries = value.split() if isinstance(value, str) else value
     if not isinstance(entries, list | tuple | set | frozenset):
