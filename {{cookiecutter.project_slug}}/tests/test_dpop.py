@@ -842,6 +842,16 @@ def test_origin_spellings(
     assert response.status_code == 200, response.get_json()
 
 
+@pytest.mark.parametrize("setting", [None, "", " \t"], ids=["unset", "empty", "blank"])
+def test_without_origins_any_host_the_proxy_forwarded_is_its_own_origin(
+    make_client: Callable[..., FlaskClient], client_key: ECKey, token: str, setting: Any
+) -> None:
+    client = make_client(**({} if setting is None else {"JWT_DPOP_ORIGINS": setting}))
+    proof = dpop_proof(client_key, "GET", "https://elsewhere.test:8443/read", token)
+    response = call(client, token, proof, base_url="https://elsewhere.test:8443")
+    assert response.status_code == 200, response.get_json()
+
+
 def test_an_ipv6_origin_keeps_its_brackets(
     make_client: Callable[..., FlaskClient], client_key: ECKey, token: str
 ) -> None:
