@@ -86,6 +86,7 @@ def make_client(tmp_path: Path, our_key: RSAKey) -> Callable[..., FlaskClient]:
                 "sub": principal.sub,
                 "scopes": sorted(principal.scopes),
                 "client_id": principal.client_id,
+                "claims": dict(principal.claims),
             }
 
         @app.get("/write")
@@ -126,6 +127,7 @@ def test_the_other_credential_authenticates_and_current_principal_sees_its_calle
         "sub": "fake:1",
         "scopes": ["items:read"],
         "client_id": "fake-client",
+        "claims": {},  # another credential has no token, so no claims
     }
     assert fake.calls == [()]
 
@@ -215,7 +217,7 @@ def test_the_callers_fields_are_taken_as_the_principal(
     make_client: Callable[..., FlaskClient], caller: Caller, expected: dict[str, Any]
 ) -> None:
     response = make_client(FakeCredential(caller)).get("/me", headers={HEADER: "good"})
-    assert response.get_json() == expected
+    assert response.get_json() == expected | {"claims": {}}
 
 
 @pytest.mark.parametrize("sub", ["", None, 7], ids=["empty", "none", "number"])
@@ -224,8 +226,9 @@ def test_a_caller_without_a_usable_sub_is_a_programming_error(
 ) -> None:
     client = make_client(FakeCredential(Caller(sub, frozenset(), None)))
     client.application.testing = True  # let the exception through instead of a 500
-    with pytest.raises(TypeError, match="needs a non-empty str sub"):
+    with pytest.raises(TypeError) as raised:
         client.get("/me", headers={HEADER: "good"})
+    assert str(raised.value) == "a credential's caller needs a non-empty str sub"
 
 
 def test_without_the_other_credential_tokens_work_as_before(

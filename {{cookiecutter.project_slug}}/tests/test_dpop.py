@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from flask import Flask
 from flask.testing import FlaskClient
 from joserfc.jwk import ECKey, OKPKey, RSAKey
-from werkzeug.test import TestResponse
+from werkzeug.test import EnvironBuilder, TestResponse
+from werkzeug.wrappers import Response
 
 from jose_helpers import (
     AUDIENCE,
@@ -353,6 +354,15 @@ def test_the_called_path_comes_from_what_the_server_saw(
     proof = dpop_proof(client_key, "GET", htu, token)
     response = call(client, token, proof, path="/files/a%2Fb", **environ)
     assert response.status_code == 200, response.get_json()
+
+
+def test_a_path_that_starts_with_two_slashes_names_no_host(
+    client: FlaskClient, client_key: ECKey, token: str
+) -> None:
+    # "//api.test/read" is a path (origin-form), not the authority api.test and the path /read.
+    proof = dpop_proof(client_key, "GET", READ_URL, token)
+    response = call(client, token, proof, RAW_URI="//api.test/read", REQUEST_URI="")
+    assert_refused(response, "invalid_dpop_proof", OTHER_URL)
 
 
 def test_an_absolute_form_target_without_a_path_is_the_root(
@@ -832,6 +842,26 @@ def test_origin_spellings(
     assert response.status_code == 200, response.get_json()
 
 
+@pytest.mark.parametrize("setting", [None, "", " \t"], ids=["unset", "empty", "blank"])
+def test_without_origins_any_host_the_proxy_forwarded_is_its_own_origin(
+    make_client: Callable[..., FlaskClient], client_key: ECKey, token: str, setting: Any
+) -> None:
+    client = make_client(**({} if setting is None else {"JWT_DPOP_ORIGINS": setting}))
+    proof = dpop_proof(client_key, "GET", "https://elsewhere.test:8443/read", token)
+    response = call(client, token, proof, base_url="https://elsewhere.test:8443")
+    assert response.status_code == 200, response.get_json()
+
+
+def test_an_ipv6_origin_keeps_its_brackets(
+    make_client: Callable[..., FlaskClient], client_key: ECKey, token: str
+) -> None:
+    # Without brackets, [::1]:8443 and the address ::1:8443 on port 443 would read the same.
+    client = make_client(JWT_DPOP_ORIGINS="https://[::1]:8443")
+    proof = dpop_proof(client_key, "GET", "https://[::1:8443]/read", token)
+    response = call(client, token, proof, HTTP_HOST="[::1:8443]")
+    assert_refused(response, "invalid_dpop_proof", UNKNOWN_HOST)
+
+
 @pytest.mark.parametrize(
     "host", ["api.test:99999", "api.test:x", "bad host", "api.test/x", "user@api.test", ""],
 )  # fmt: skip
@@ -841,6 +871,19 @@ def test_a_host_that_is_no_server_name_is_refused(
     proof = dpop_proof(client_key, "GET", READ_URL, token)
     response = call(client, token, proof, HTTP_HOST=host)
     assert_refused(response, "invalid_dpop_proof", UNKNOWN_HOST)
+
+
+def test_a_bracketed_host_that_is_no_address_is_refused(
+    client: FlaskClient, client_key: ECKey, token: str
+) -> None:
+    # [1:2:3] has the shape of an IPv6 host; the test client cannot build a URL of it, so the
+    # request goes to the app as plain WSGI.
+    proof = dpop_proof(client_key, "GET", READ_URL, token)
+    headers = [("Authorization", f"DPoP {token}"), ("DPoP", proof)]
+    environ = EnvironBuilder(path="/read", base_url=BASE_URL, headers=headers).get_environ()
+    environ["HTTP_HOST"] = "[1:2:3]"
+    response = Response.from_app(client.application, environ)
+    assert (response.status_code, response.get_json()["detail"]) == (401, UNKNOWN_HOST)
 
 
 def test_plain_http_request_is_refused(client: FlaskClient, client_key: ECKey, token: str) -> None:

@@ -171,11 +171,7 @@ class Principal:
 
 
 class _Rejection(Exception):
-    """An RFC 6750 section 3 outcome; description is fixed text, never token content.
-
-    scheme: the challenge ("bearer" or "dpop") that carries the error; None means the scheme
-    the client used, or both challenges when that is unknown (RFC 9449 section 7.2).
-    """
+    """An RFC 6750 section 3 outcome; description is fixed text, never token content."""
 
     def __init__(
         self,
@@ -183,14 +179,11 @@ class _Rejection(Exception):
         error: str | None,
         description: str,
         scope: str | None = None,
-        scheme: str | None = None,
     ) -> None:
-        super().__init__(description)
         self.status = status
         self.error = error
         self.description = description
         self.scope = scope
-        self.scheme = scheme
 
 
 class _KeysUnavailable(Exception):
@@ -198,7 +191,6 @@ class _KeysUnavailable(Exception):
     replay store is down), so no token can be judged: 503, never accept."""
 
     def __init__(self, description: str = "Token signing keys are temporarily unavailable"):
-        super().__init__(description)
         self.description = description
 
 
@@ -424,14 +416,13 @@ class _Verifier:
         if bound_to is not None:
             raise _invalid_token("A DPoP-bound token must be sent with the DPoP scheme")
         if proofs is not None and proofs.required:
-            raise _Rejection(
-                401, "invalid_token", "This API accepts DPoP-bound tokens only", scheme="dpop"
-            )
+            # Only the DPoP challenge is offered then, so it carries this error (_challenges).
+            raise _invalid_token("This API accepts DPoP-bound tokens only")
         return principal
 
     def verify(self, token: str) -> Principal:
         self.keys.refresh_if_stale()
-        digest = hashlib.sha256(token.encode("ascii")).digest()
+        digest = hashlib.sha256(token.encode()).digest()
         cached = self.cache.get(digest, self.keys.generation)
         if cached is not None:
             return cached
@@ -488,7 +479,7 @@ class _Verifier:
         extra = {"error": rejection.error} if rejection.error else {}
         response = _problem(rejection.status, rejection.description, **extra)
         response.headers["WWW-Authenticate"] = _challenges(
-            self.realm, rejection, rejection.scheme or scheme, _proof_verifier()
+            self.realm, rejection, scheme, _proof_verifier()
         )
         return response
 
@@ -526,11 +517,9 @@ def _describe(exc: jwt.PyJWTError) -> str:
 
 
 def _check_claim_types(claims: Mapping[str, Any]) -> None:
-    # PyJWT passes int("123") and True as dates; RFC 7519 wants a JSON number.
-    for name in ("exp", "iat", "nbf"):
-        value = claims.get(name)
-        if value is None:
-            continue
+    # PyJWT passes int("123") and True as dates; RFC 7519 wants a JSON number. It made sure
+    # that exp and iat are there; nbf is optional.
+    for name, value in [(name, claims[name]) for name in ("exp", "iat", "nbf") if name in claims]:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _invalid_token(f"The {name} claim must be a number")
         # Compared, never converted: a comparison holds for any int, NaN fails it.
@@ -611,12 +600,12 @@ def _credentials_from_request(
         raise _invalid_request("Access tokens are not accepted in the query string")
     if request.mimetype in _FORM_MIMETYPES and "access_token" in request.form:
         raise _invalid_request("Access tokens are not accepted in the request body")
-    values = request.headers.getlist("Authorization")
-    if not values:
+    # WSGI gives one value per field name: the server joined repeated fields with commas,
+    # which _credentials refuses.
+    value = request.headers.get("Authorization")
+    if value is None:
         return None
-    if len(values) != 1:
-        raise _invalid_request("Send exactly one Authorization header")
-    return _credentials(values[0], max_token_bytes, schemes)
+    return _credentials(value, max_token_bytes, schemes)
 
 
 def _credentials(
@@ -800,9 +789,10 @@ class _JwksKeys:
             self.refresh(wait=False)
 
     def usable(self) -> bool:
-        if not self._snapshot[0]:
+        # Generation 0 is "no key set fetched yet": a fetch that succeeds holds a key.
+        if self.generation == 0:
             self.refresh(wait=True)
-        return bool(self._snapshot[0])
+        return self.generation > 0
 
     def refresh(self, *, wait: bool) -> None:
         """Start a fetch unless one is running or the cooldown forbids it; with wait, wait for

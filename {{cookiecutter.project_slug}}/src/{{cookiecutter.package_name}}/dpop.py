@@ -75,7 +75,8 @@ KEY_TYPES: Final[Mapping[str, tuple[str, frozenset[str]]]] = {
     "ES512": ("EC", frozenset({"P-521"})),
     "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
 }
-# RFC 7638 section 3.2: the members a thumbprint is computed over, per key type.
+# RFC 7638 section 3.2: the members a thumbprint is computed over, per key type, in the
+# lexicographic order the thumbprint's JSON lists them in.
 THUMBPRINT_MEMBERS: Final[Mapping[str, tuple[str, ...]]] = {
     "RSA": ("e", "kty", "n"),
     "EC": ("crv", "kty", "x", "y"),
@@ -172,13 +173,13 @@ class ProofVerifier:
 
     @staticmethod
     def _proof_header() -> str:
-        values = request.headers.getlist("DPoP")
-        if not values:
+        proof = request.headers.get("DPoP")
+        if proof is None:
             raise DPoPProofError("A DPoP proof is required with the DPoP scheme")
-        # Servers fold repeated fields into one, joined by commas (never part of a JWT).
-        if len(values) != 1 or "," in values[0]:
+        # WSGI gives one value per field name: the server joined repeated fields with commas
+        # (never part of a JWT).
+        if "," in proof:
             raise DPoPProofError("Send exactly one DPoP proof")
-        proof = values[0]
         if len(proof) > MAX_PROOF_BYTES:
             raise DPoPProofError("The DPoP proof is too large")
         if not _TOKEN68.fullmatch(proof) or proof.count(".") != 2:
@@ -225,7 +226,7 @@ class ProofVerifier:
         now, window = time.time(), leeway + PROOF_WINDOW_SECONDS
         if not now - window <= iat <= now + window:
             raise DPoPProofError("The DPoP proof is too old or from the future")
-        expected_ath = _b64url(hashlib.sha256(access_token.encode("ascii")).digest())
+        expected_ath = _b64url(hashlib.sha256(access_token.encode()).digest())
         ath = claims["ath"]
         if not isinstance(ath, str) or not hmac.compare_digest(ath.encode(), expected_ath.encode()):
             raise DPoPProofError("The DPoP proof was made for another access token (ath)")
@@ -254,7 +255,7 @@ class ProofVerifier:
             outcome = self.store.claim(f"dpop-jti:{digest}", lease, secrets.token_hex(16))
         except Exception as exc:
             # Another module's store: whatever it raises, the proof cannot be judged (fail closed).
-            raise DPoPStoreUnavailable("DPoP replay store unavailable") from exc
+            raise DPoPStoreUnavailable from exc  # the store's own error is the cause
         if outcome != "claimed":
             raise DPoPProofError("The DPoP proof was already used (jti)")
 
@@ -267,10 +268,10 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     members = THUMBPRINT_MEMBERS.get(jwk.get("kty"))  # type: ignore[arg-type]
     if members is None or not all(isinstance(jwk.get(name), str) for name in members):
         raise DPoPProofError("The DPoP proof jwk is not a usable public key")
-    canonical = json.dumps(
-        {name: jwk[name] for name in members}, separators=(",", ":"), sort_keys=True
-    )
-    return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
+    # THUMBPRINT_MEMBERS lists each key type's members in lexicographic order, as RFC 7638
+    # section 3.3 wants them.
+    canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"))
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
 
 
 def _public_key(jwk: object, alg: str) -> tuple[Any, str]:
@@ -341,7 +342,7 @@ def _normalized_path(path: str) -> str:
     def normalize(match: re.Match[str]) -> str:
         escaped = match.group(1)
         if escaped is None:
-            return "".join(f"%{byte:02X}" for byte in match.group(0).encode("utf-8"))
+            return "".join(f"%{byte:02X}" for byte in match.group(0).encode())
         character = chr(int(escaped, 16))
         return character if character in _UNRESERVED else f"%{escaped.upper()}"
 
@@ -356,7 +357,7 @@ def _is_media_type(value: object, expected: str) -> bool:
 
 
 def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 # --------------------------------------------------------------------------- settings
@@ -406,7 +407,7 @@ def _algorithms_setting(value: object) -> tuple[str, ...]:
 
 
 def _origins_setting(value: object) -> frozenset[str]:
-    if value is None or value == "":
+    if value is None:  # and "", which splits into no origin
         return frozenset()
     entries = value.split() if isinstance(value, str) else value
     if not isinstance(entries, list | tuple | set | frozenset):
