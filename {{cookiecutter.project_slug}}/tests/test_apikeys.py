@@ -48,6 +48,10 @@ PACKAGE = apikeys.__name__.partition(".")[0]
 PREFIX = apikeys.key_prefix(PACKAGE)
 HTTPS = {"X-Forwarded-Proto": "https"}
 EMPTY_FILE = '{"keys": []}\n'
+# Reasons a refusal's log line gives.
+FORMAT = "not in this service's key format"
+UNREADABLE = "too long or not ASCII"
+UNKNOWN = "unknown or revoked key id"
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,107 @@ def test_a_truncated_key_is_malformed(prefix: str, cut: int) -> None:
         ApiKeys(prefix, None).key_id_of(key[:-cut])
 
 
+def shaped(key_id: str = "abc", secret_length: int = 43, prefix: str = PREFIX) -> str:
+    """A key of this format with a right checksum but chosen lengths."""
+    body = f"{prefix}_{key_id}_" + "s" * secret_length
+    return body + apikeys.checksum(body)
+
+
+def refusal_reason(key: str) -> str:
+    # No key file: a well-formed key gets as far as the lookup, which finds nothing.
+    with pytest.raises(apikeys._Refusal) as refused:
+        ApiKeys(PREFIX, None).verify(key)
+    return refused.value.reason
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        pytest.param(shaped(), UNKNOWN, id="shortest-secret"),
+        pytest.param(shaped(secret_length=42), FORMAT, id="secret-one-short"),
+        pytest.param(shaped("k" * 32), UNKNOWN, id="32-character-id"),
+        pytest.param(shaped("k" * 33), FORMAT, id="33-character-id"),
+        pytest.param(shaped("", 43), FORMAT, id="empty-id"),
+        pytest.param(shaped(secret_length=245 - len(PREFIX)), UNKNOWN, id="256-characters"),
+        pytest.param(shaped(secret_length=246 - len(PREFIX)), UNREADABLE, id="257-characters"),
+        pytest.param(shaped(prefix=PREFIX + "x"), FORMAT, id="longer-prefix"),
+        pytest.param("x" + shaped(), FORMAT, id="text-before"),
+    ],
+)
+def test_key_lengths_at_their_limits(key: str, reason: str) -> None:
+    assert len(shaped(secret_length=245 - len(PREFIX))) == apikeys.MAX_KEY_LENGTH
+    assert refusal_reason(key) == reason
+
+
+def test_key_id_of_alone_refuses_a_key_one_past_the_length_limit() -> None:
+    keys = ApiKeys(PREFIX, None)
+    assert keys.key_id_of(shaped("k" * 32, 245 - 32 + 3 - len(PREFIX))) == "k" * 32
+    with pytest.raises(apikeys._Refusal) as refused:
+        keys.key_id_of(shaped("k" * 32, 246 - 32 + 3 - len(PREFIX)))
+    assert refused.value.reason == "too long"
+
+
+def test_a_key_of_another_service_with_a_right_checksum_is_not_this_service_s() -> None:
+    assert refusal_reason(shaped(prefix="other")) == FORMAT
+
+
+def test_the_well_formed_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Made-up keys of the right shape must not grow a worker's memory without end.
+    monkeypatch.setattr(apikeys, "FORMAT_CACHE_SIZE", 8)
+    keys = ApiKeys(PREFIX, None)
+    for number in range(8):
+        refusal_reason_with(keys, shaped(f"k{number}"))
+    assert len(keys._well_formed) == 8
+    refusal_reason_with(keys, shaped("k8"))
+    assert len(keys._well_formed) == 1
+    # A malformed key is never remembered.
+    refusal_reason_with(keys, shaped("k9")[:-1] + "!")
+    assert len(keys._well_formed) == 1
+
+
+def refusal_reason_with(keys: ApiKeys, key: str) -> str:
+    with pytest.raises(apikeys._Refusal) as refused:
+        keys.verify(key)
+    return refused.value.reason
+
+
+def test_a_remembered_key_is_checked_against_its_record_all_the_same(
+    key_file: KeyFileFixture,
+) -> None:
+    issued = key_file.issue()
+    keys = ApiKeys(PREFIX, apikeys.KeyFile(key_file.path))
+    keys.key_file.recheck_seconds = 0  # type: ignore[union-attr]
+    assert keys.verify(issued.key).key_id == issued.key_id
+    key_file.revoke(issued.key_id)
+    assert refusal_reason_with(keys, issued.key) == UNKNOWN
+
+
+def test_expiry_is_at_the_second_it_names() -> None:
+    record = KeyRecord("abc", "c", frozenset(), 0, 100, bytes(32))
+    assert not record.expired(99.999)
+    assert record.expired(100)
+    assert not KeyRecord("abc", "c", frozenset(), 0, None, bytes(32)).expired(2**40)
+
+
+@pytest.mark.parametrize(
+    ("import_name", "prefix"),
+    [("{{ cookiecutter.package_name }}.app", "secureservice"), ("Billing2Go", "billinggo"), ("a", "a")],
+)
+def test_the_prefix_is_the_package_name_s_letters(import_name: str, prefix: str) -> None:
+    assert apikeys.key_prefix(import_name) == prefix
+
+
+def test_a_package_name_without_letters_makes_no_prefix() -> None:
+    with pytest.raises(ValueError, match=r"^'_42' has no letters to make an API key prefix from$"):
+        apikeys.key_prefix("_42")
+
+
+@pytest.mark.parametrize("prefix", ["Acme", "acme1", "", "ac_me", "acmé"])
+def test_init_app_refuses_a_prefix_that_is_not_lower_case_letters(prefix: str) -> None:
+    with pytest.raises(ValueError, match="lower-case letters only"):
+        apikeys.init_app(Flask("x"), prefix=prefix)
+
+
 def test_two_keys_never_share_a_secret() -> None:
     keys = {new_key(PREFIX)[1].rsplit("_", 1)[1] for _ in range(200)}
     assert len(keys) == 200
@@ -228,11 +333,15 @@ def test_tokens_still_work_on_an_app_with_api_keys(
 
 @dataclass(frozen=True)
 class Refused:
-    """One way to get a key wrong: how the request is made, and the answer it must get."""
+    """One way to get a key wrong: how the request is made, the answer it must get, and the
+    reason the refusal's log line gives (None: refused before the key check, by bearer.py)
+    with whether it names the key's id (only a key whose checksum proved it well formed)."""
 
     request: Callable[[FlaskClient, KeyFileFixture], Any]
     status: int
     detail: str
+    reason: str | None = None
+    names_the_key: bool = False
 
 
 def get_items(client: FlaskClient, key: str) -> Any:
@@ -271,40 +380,77 @@ def revoked(keys: KeyFileFixture) -> str:
 MALFORMED = "The API key is malformed"
 NOT_VALID = "The API key is not valid"
 IN_URL = "API keys are not accepted in the query string or form body: use X-API-Key"
+ONE_HEADER = "Send exactly one X-API-Key header"
+IN_URL_REASON = "key in URL or form"
+
+
+def in_query(name: str, value: str = "x") -> Callable[[FlaskClient, KeyFileFixture], Any]:
+    return lambda c, k: c.get("/api/v1/items", query_string={name: value})
+
+
 REFUSED: dict[str, Refused] = {
-    "empty": Refused(lambda c, k: get_items(c, ""), 401, MALFORMED),
-    "garbage": Refused(lambda c, k: get_items(c, "let-me-in"), 401, MALFORMED),
-    "not-ascii": Refused(lambda c, k: get_items(c, k.issue().key[:-1] + "é"), 401, MALFORMED),
-    "too-long": Refused(lambda c, k: get_items(c, k.issue().key + "a" * 300), 401, MALFORMED),
-    "another-prefix": Refused(lambda c, k: get_items(c, other_prefix_key(k)), 401, MALFORMED),
-    "bad-checksum": Refused(lambda c, k: get_items(c, bad_checksum(k)), 401, MALFORMED),
-    "unknown-id": Refused(lambda c, k: get_items(c, unknown_id(k)), 401, NOT_VALID),
-    "wrong-secret": Refused(lambda c, k: get_items(c, wrong_secret(k)), 401, NOT_VALID),
-    "expired": Refused(lambda c, k: get_items(c, expired(k)), 401, "The API key expired"),
-    "revoked": Refused(lambda c, k: get_items(c, revoked(k)), 401, NOT_VALID),
+    "empty": Refused(lambda c, k: get_items(c, ""), 401, MALFORMED, FORMAT),
+    "garbage": Refused(lambda c, k: get_items(c, "let-me-in"), 401, MALFORMED, FORMAT),
+    "not-ascii": Refused(lambda c, k: get_items(c, k.issue().key[:-1] + "é"), 401, MALFORMED,
+                         UNREADABLE),
+    "too-long": Refused(lambda c, k: get_items(c, k.issue().key + "a" * 300), 401, MALFORMED,
+                        UNREADABLE),
+    "another-prefix": Refused(lambda c, k: get_items(c, other_prefix_key(k)), 401, MALFORMED,
+                              FORMAT),
+    "bad-checksum": Refused(lambda c, k: get_items(c, bad_checksum(k)), 401, MALFORMED,
+                            "bad checksum"),
+    "unknown-id": Refused(lambda c, k: get_items(c, unknown_id(k)), 401, NOT_VALID, UNKNOWN, True),
+    "wrong-secret": Refused(lambda c, k: get_items(c, wrong_secret(k)), 401, NOT_VALID,
+                            "wrong secret", True),
+    "expired": Refused(lambda c, k: get_items(c, expired(k)), 401, "The API key expired",
+                       "expired", True),
+    "revoked": Refused(lambda c, k: get_items(c, revoked(k)), 401, NOT_VALID, UNKNOWN, True),
     "missing-scope": Refused(
         lambda c, k: c.post("/api/v1/items", headers=with_key(k.issue("items:read").key),
                             json={"name": "x"}),
-        403, "The API key lacks a required scope",
+        403, "The API key lacks a required scope", "missing scope", True,
     ),
     "key-in-query": Refused(
-        lambda c, k: c.get(f"/api/v1/items?api_key={k.issue().key}"), 400, IN_URL
+        lambda c, k: c.get(f"/api/v1/items?api_key={k.issue().key}"), 400, IN_URL, IN_URL_REASON
     ),
     "key-in-any-parameter": Refused(
-        lambda c, k: c.get(f"/api/v1/items?q={k.issue().key}"), 400, IN_URL
+        lambda c, k: c.get(f"/api/v1/items?q={k.issue().key}"), 400, IN_URL, IN_URL_REASON
     ),
-    "api-key-parameter-name": Refused(lambda c, k: c.get("/api/v1/items?apikey=x"), 400, IN_URL),
+    "key-upper-case-in-a-value": Refused(
+        lambda c, k: c.get(f"/api/v1/items?q={PREFIX.upper()}_ABC"), 400, IN_URL, IN_URL_REASON
+    ),
+    "prefix-in-a-parameter-name": Refused(in_query(f"x{PREFIX}_abc"), 400, IN_URL, IN_URL_REASON),
+    "prefix-upper-case-in-a-name": Refused(in_query(f"{PREFIX.upper()}_X"), 400, IN_URL,
+                                           IN_URL_REASON),
+    **{
+        f"parameter-{name}": Refused(in_query(name), 400, IN_URL, IN_URL_REASON)
+        for name in ("api_key", "apikey", "api-key", "x-api-key", "x_api_key", "API_KEY",
+                     "X-Api-Key")
+    },
     "key-in-query-and-header": Refused(
         lambda c, k: c.get(f"/api/v1/me?x={(key := k.issue().key)}", headers=with_key(key)),
-        400, IN_URL,
+        400, IN_URL, IN_URL_REASON,
     ),
     "key-in-form": Refused(
         lambda c, k: c.post("/api/v1/items", data={"note": k.issue("items:write").key}),
-        400, IN_URL,
+        400, IN_URL, IN_URL_REASON,
+    ),
+    "key-in-multipart-form": Refused(
+        lambda c, k: c.post("/api/v1/items", data={"note": k.issue("items:write").key},
+                            content_type="multipart/form-data"),
+        400, IN_URL, IN_URL_REASON,
+    ),
+    "key-parameter-in-form": Refused(
+        lambda c, k: c.post("/api/v1/items", data={"x_api_key": "x"}), 400, IN_URL, IN_URL_REASON
+    ),
+    "two-keys-in-one-header": Refused(
+        lambda c, k: get_items(c, f"{k.issue().key},{k.issue().key}"), 400, ONE_HEADER,
+        "several keys",
     ),
     "two-key-headers": Refused(
-        lambda c, k: get_items(c, f"{k.issue().key},{k.issue().key}"), 400,
-        "Send exactly one X-API-Key header",
+        lambda c, k: c.get("/api/v1/items",
+                           headers=[("X-API-Key", k.issue().key), ("X-API-Key", k.issue().key)]),
+        400, ONE_HEADER, "several keys",
     ),
     "key-and-token": Refused(
         lambda c, k: c.get("/api/v1/items", headers={**with_key(k.issue().key),
@@ -316,16 +462,49 @@ REFUSED: dict[str, Refused] = {
 
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_every_wrong_key_is_refused(
-    keys_client: FlaskClient, key_file: KeyFileFixture, case: str
+    keys_client: FlaskClient,
+    key_file: KeyFileFixture,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
 ) -> None:
     refused = REFUSED[case]
-    response = refused.request(keys_client, key_file)
+    with caplog.at_level(logging.INFO, logger=apikeys.__name__):
+        response = refused.request(keys_client, key_file)
     body = problem_of(response, refused.status)
     assert body["detail"] == refused.detail
-    if refused.status == 401:
-        assert response.headers["WWW-Authenticate"] == 'ApiKey realm="api"'
     text = response.get_data(as_text=True)
     assert PREFIX + "_" not in text, "a key was echoed back"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("api key ")]
+    if refused.reason is None:
+        assert lines == []
+        return
+    if refused.status == 401:
+        assert response.headers["WWW-Authenticate"] == 'ApiKey realm="api"'
+    else:
+        assert "WWW-Authenticate" not in response.headers
+    assert response.headers["Cache-Control"] == "no-store"
+    key_id = r"[0-9A-Za-z]{10}" if refused.names_the_key else "-"
+    (line,) = lines
+    expected = rf"api key refused: status={refused.status} reason={re.escape(refused.reason)}"
+    assert re.fullmatch(rf"{expected} key_id={key_id}", line), line
+
+
+def test_a_key_with_blanks_around_it_is_read(
+    keys_client: FlaskClient, key_file: KeyFileFixture
+) -> None:
+    issued = key_file.issue()
+    assert get_items(keys_client, f" \t{issued.key} \t").status_code == 200
+
+
+def test_a_key_in_a_json_body_is_data_not_a_credential(
+    keys_client: FlaskClient, key_file: KeyFileFixture
+) -> None:
+    # Only the query string and form bodies are searched: JSON is the API's own data.
+    issued = key_file.issue("items:write")
+    response = keys_client.post(
+        "/api/v1/items", headers=with_key(issued.key), json={"name": f"{PREFIX}_x"}
+    )
+    assert response.status_code == 201
 
 
 def test_the_missing_scope_is_named(keys_client: FlaskClient, key_file: KeyFileFixture) -> None:
@@ -381,6 +560,100 @@ def test_hashes_are_compared_in_constant_time(
         get_items(keys_client, key)
     assert len(compared) == 3
     assert all(len(a) == len(b) == 32 for a, b in compared)
+
+
+# ------------------------------------------------------- apikeys.require_scopes (no bearer.py)
+
+
+@pytest.fixture
+def key_only_client(key_file: KeyFileFixture) -> FlaskClient:
+    """An app with only this module, as a copy into another project uses it."""
+    app = Flask("key_only")
+    app.config["API_KEYS_FILE"] = str(key_file.path)
+    apikeys.init_app(app, prefix=PREFIX)
+    sees_every_change(app)
+
+    @app.get("/items")
+    @apikeys.require_scopes("items:read", "items:read")
+    def items() -> dict[str, Any]:
+        caller = apikeys.current_principal()
+        return {"sub": caller.sub, "client_id": caller.client_id}
+
+    return app.test_client()
+
+
+def test_the_key_only_decorator_lets_a_key_with_the_scope_through(
+    key_only_client: FlaskClient, key_file: KeyFileFixture
+) -> None:
+    issued = key_file.issue("items:read", name="cron")
+    response = key_only_client.get("/items", headers=with_key(issued.key))
+    assert response.get_json() == {"sub": f"apikey:{issued.key_id}", "client_id": "cron"}
+
+
+def without_request_id(response: Any) -> dict[str, Any]:
+    # The log line of the refusal gives the request an id (logs.py), which the body carries.
+    body: dict[str, Any] = response.get_json()
+    body.pop("request_id", None)
+    return body
+
+
+def test_the_key_only_decorator_refuses_no_key_and_a_missing_scope(
+    key_only_client: FlaskClient, key_file: KeyFileFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=apikeys.__name__):
+        none = key_only_client.get("/items")
+        short = key_only_client.get("/items", headers=with_key(key_file.issue("other").key))
+    assert none.status_code == 401
+    assert without_request_id(none) == {
+        "type": "about:blank", "title": "Unauthorized", "status": 401,
+        "detail": "An API key is required",
+    }  # fmt: skip
+    assert none.headers["WWW-Authenticate"] == 'ApiKey realm="api"'
+    assert short.status_code == 403
+    assert without_request_id(short) == {
+        "type": "about:blank", "title": "Forbidden", "status": 403,
+        "detail": "The API key lacks a required scope", "scope": "items:read",
+    }  # fmt: skip
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("api key ")]
+    assert lines[0] == "api key refused: status=401 reason=no key key_id=-"
+    assert re.fullmatch(r"api key refused: status=403 reason=missing scope key_id=\w{10}", lines[1])
+
+
+def test_the_key_only_decorator_marks_the_view_for_the_api_description() -> None:
+    @apikeys.require_scopes("b:write", "a:read", "b:write")
+    def view() -> str:
+        return ""
+
+    assert view.required_scopes == ("b:write", "a:read")  # type: ignore[attr-defined]
+    assert view.api_key_only is True  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("scope", ["", "two words", 'a"b', "back\\slash"])
+def test_the_key_only_decorator_refuses_a_scope_that_cannot_be_one(scope: str) -> None:
+    with pytest.raises(ValueError, match="not a valid scope"):
+        apikeys.require_scopes(scope)
+
+
+def test_a_protected_view_without_init_app_fails_closed() -> None:
+    app = Flask("forgot_init_app")
+
+    @app.get("/items")
+    @apikeys.require_scopes("items:read")
+    def items() -> str:
+        return "never"
+
+    with (
+        app.test_request_context("/items", headers={"X-API-Key": "x"}),
+        pytest.raises(RuntimeError, match=r"apikeys.init_app\(app\) was not called"),
+    ):
+        items()
+
+
+def test_keys_are_enabled_only_with_a_key_file(
+    make_app: Callable[..., Flask], key_file: KeyFileFixture
+) -> None:
+    assert make_app().extensions["apikeys"].enabled is False
+    assert make_app(API_KEYS_FILE=str(key_file.path)).extensions["apikeys"].enabled is True
 
 
 # --------------------------------------------------------------------------- the key file
@@ -499,7 +772,19 @@ UNUSABLE_FILES: dict[str, tuple[str | None, str]] = {
     "missing-field": (record_json(expires=...), "must have exactly"),
     "misspelt-field": (record_json(expires=..., expiry=None), "must have exactly"),
     "bad-id": (record_json(id="a_b"), "id must be"),
+    "id-of-33": (record_json(id="i" * 33), "id must be 1 to 32 base62 characters"),
+    "id-empty": (record_json(id=""), "id must be 1 to 32 base62 characters"),
+    "id-a-number": (record_json(id=12), "id must be 1 to 32 base62 characters"),
     "bad-name": (record_json(name="two words"), "name must be"),
+    "name-of-65": (record_json(name="n" * 65), "name must be 1 to 64 of A-Z a-z 0-9 . _ -"),
+    "name-dash-first": (record_json(name="-x"), "name must be 1 to 64 of A-Z a-z 0-9 . _ -"),
+    "name-a-number": (record_json(name=7), "name must be 1 to 64 of A-Z a-z 0-9 . _ -"),
+    "scope-a-number": (record_json(scopes=[7]), "scopes must be a list of scope names"),
+    "hash-upper-case": (record_json(sha256="A" * 64), "sha256 must be 64 lower-case hex digits"),
+    "hash-a-number": (record_json(sha256=0), "sha256 must be 64 lower-case hex digits"),
+    "created-a-number": (record_json(created=0), "created must be an ISO 8601 time"),
+    "created-not-a-time": (record_json(created="soon"), "created must be an ISO 8601 time"),
+    "over-8-mib": ('{"keys": []}' + " " * (8 * 1024 * 1024 - 11), "is larger than 8 MiB"),
     "scope-with-quote": (record_json(scopes=['items"read']), "scopes must be"),
     "scopes-a-string": (record_json(scopes="items:read"), "scopes must be"),
     "short-hash": (record_json(sha256="ab"), "sha256 must be"),
@@ -523,6 +808,41 @@ def test_an_unusable_key_file_stops_start_up_naming_the_setting(
         make_app(API_KEYS_FILE=str(path))
     assert problem in str(refused.value)
     assert "\n" not in str(refused.value)
+    assert refused.value.setting == "API_KEYS_FILE"
+
+
+def test_the_largest_fields_and_file_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    text = record_json(id="i" * 32, name="n" * 64, expires="2031-01-01T00:00:00+01:00")
+    path.write_text(text + " " * (8 * 1024 * 1024 - len(text)))
+    assert path.stat().st_size == apikeys.MAX_FILE_BYTES
+    path.chmod(0o600)
+    (record,) = read_key_file(path)[1].values()
+    assert (record.key_id, record.name) == ("i" * 32, "n" * 64)
+    assert (record.created, record.expires) == (1893456000, 1924992000 - 3600)
+    assert record.scopes == {"items:read"}
+    assert record.sha256 == bytes(32)
+
+
+@pytest.mark.parametrize("setting", ["", "  "])
+def test_a_blank_setting_means_api_keys_are_off(
+    make_app: Callable[..., Flask], setting: str
+) -> None:
+    assert make_app(API_KEYS_FILE=setting).extensions["apikeys"].key_file is None
+
+
+def test_a_setting_that_is_no_path_stops_start_up() -> None:
+    app = Flask("x")
+    app.config["API_KEYS_FILE"] = 42
+    with pytest.raises(ApiKeysConfigError) as refused:
+        apikeys.init_app(app)
+    assert str(refused.value) == "API_KEYS_FILE: must be a file path"
+
+
+def test_a_path_object_is_a_path(key_file: KeyFileFixture) -> None:
+    app = Flask("x")
+    app.config["API_KEYS_FILE"] = key_file.path
+    assert apikeys.init_app(app).key_file.path == key_file.path  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("kind", ["directory", "world-writable"])
@@ -574,8 +894,9 @@ def test_new_prints_the_key_once_and_only_its_hash_is_kept(
 
 @pytest.mark.parametrize(
     ("expires_in", "seconds"),
-    [("30s", 30), ("15m", 900), ("2h", 7200), ("90d", 90 * 86400), ("never", None)],
-)
+    [("30s", 30), ("15m", 900), ("2h", 7200), ("90d", 90 * 86400), ("never", None),
+     ("1s", 1), ("3650d", 3650 * 86400), ("5256000m", 3650 * 86400), ("9999999s", 9999999)],
+)  # fmt: skip
 def test_new_takes_lifetimes_in_seconds_minutes_hours_and_days(
     keys_app: Flask, key_file: KeyFileFixture, expires_in: str, seconds: int | None
 ) -> None:
@@ -605,7 +926,14 @@ BAD_NEW = {
     "zero-lifetime": ["--name", "c", "--scope", "x", "--expires-in", "0d"],
     "years": ["--name", "c", "--scope", "x", "--expires-in", "5y"],
     "too-long": ["--name", "c", "--scope", "x", "--expires-in", "3651d"],
+    "a-minute-too-long": ["--name", "c", "--scope", "x", "--expires-in", "5256001m"],
+    "eight-digits": ["--name", "c", "--scope", "x", "--expires-in", "12345678s"],
+    "no-unit": ["--name", "c", "--scope", "x", "--expires-in", "90"],
+    "upper-case-unit": ["--name", "c", "--scope", "x", "--expires-in", "90D"],
+    "upper-case-never": ["--name", "c", "--scope", "x", "--expires-in", "Never"],
     "negative": ["--name", "c", "--scope", "x", "--expires-in", "-1d"],
+    "name-of-65": ["--name", "n" * 65, "--scope", "x"],
+    "name-dash-first": ["--name", "-x", "--scope", "x"],
 }
 
 
@@ -617,7 +945,8 @@ def test_bad_input_to_new_changes_nothing(
     before = file_state(key_file.path)
     made = cli(keys_app, "new", *BAD_NEW[case])
     assert made.exit_code == 2, made.output
-    assert "Error" in made.output
+    option = "--name" if "name" in case else "--scope" if "scope" in case else "--expires-in"
+    assert f"Error: Invalid value for {option}: " in made.output
     assert PREFIX + "_" not in made.output
     assert file_state(key_file.path) == before
 
