@@ -15,6 +15,7 @@ import os
 import sqlite3
 import stat
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -586,21 +587,44 @@ def test_sqlite_store_file_that_is_a_symlink_is_refused(tmp_path: Path, name: st
     assert str(refused.value) == foreign_store_message(tmp_path / name, "is a symbolic link")
 
 
-def test_sqlite_store_in_a_directory_root_owns_is_accepted(tmp_path: Path) -> None:
-    # /var/lib/<service> made by root for the service: root may own the directory.
+def _open_store_as_nobody(url: str, instance: str, queue: Any) -> None:
+    os.setgid(65534)
+    os.setuid(65534)
+    try:
+        webhooks.open_replay_store(url, instance)
+        queue.put("opened")
+    except webhooks.WebhookConfigError as error:
+        queue.put(str(error))
+
+
+def test_a_service_user_may_keep_its_store_in_a_directory_root_made() -> None:
+    # /var/lib/<service> made by root, group-writable for the service user: root may own the
+    # directory (it could take the files anyway), another user may not.
     if os.geteuid() != 0:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("needs root to give a directory to another user, and CI=true requires it")
-        pytest.skip("needs root to give a directory to another user")
-    owned = tmp_path / "owned"
-    owned.mkdir(mode=0o755)
-    os.chown(owned, 65534, 65534)
-    with pytest.raises(webhooks.WebhookConfigError) as refused:
-        bare_app(tmp_path, FlakyHandler(), REPLAY_STORE_URL=f"sqlite://{owned}/replay.db")
-    assert str(refused.value) == foreign_store_message(owned, "is owned by uid 65534")
-    os.chown(owned, 0, 0)
-    app = bare_app(tmp_path, FlakyHandler(), REPLAY_STORE_URL=f"sqlite://{owned}/replay.db")
-    assert post(app.test_client(), b'{"type": "x"}', "msg_root_dir").status_code == 200
+            pytest.fail("needs root to become another user, and CI=true requires it")
+        pytest.skip("needs root to become another user")
+    context = multiprocessing.get_context("fork")
+    with tempfile.TemporaryDirectory() as top:
+        os.chmod(top, 0o711)  # noqa: S103 (the other user must reach the directories inside)
+        outcomes = []
+        for owner in (0, 65533):
+            directory = Path(top) / f"lib-{owner}"
+            directory.mkdir()
+            directory.chmod(0o770)
+            os.chown(directory, owner, 65534)
+            queue = context.Queue()
+            child = context.Process(
+                target=_open_store_as_nobody,
+                args=(f"sqlite://{directory}/replay.db", top, queue),
+            )
+            child.start()
+            outcomes.append(queue.get(timeout=30))
+            child.join(timeout=30)
+    assert outcomes == [
+        "opened",
+        foreign_store_message(Path(top) / "lib-65533", "is owned by uid 65533"),
+    ]
 
 
 @pytest.mark.parametrize("planted", ["replay.db", "replay.db-wal", "replay.db-shm"])
@@ -711,7 +735,8 @@ def test_redis_store_down_refuses_every_operation() -> None:
 
 def test_redis_store_keys_are_prefixed_and_expire(redis_server: tuple[str, Any]) -> None:
     # The Redis may be shared with other applications: every key is under webhook-replay:,
-    # and nothing stays forever.
+    # and nothing stays forever. The values are what workers of the next release read during
+    # a rolling update, so their shape is part of the contract too.
     import redis  # noqa: PLC0415
 
     url, _ = redis_server
@@ -726,6 +751,7 @@ def test_redis_store_keys_are_prefixed_and_expire(redis_server: tuple[str, Any])
         assert client.get("webhook-replay:k") == b"done"
         assert 3540 < client.ttl("webhook-replay:k") <= 3600
         assert webhooks.RedisReplayStore(url, key_prefix="other:").claim("k", 60, "b") == "claimed"
+        assert store.ping() is True
         assert sorted(client.keys("*")) == [b"other:k", b"webhook-replay:k"]
     finally:
         client.close()

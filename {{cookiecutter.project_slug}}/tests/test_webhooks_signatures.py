@@ -151,6 +151,17 @@ def test_standard_webhooks_vector_verifies_as_a_function() -> None:
     assert verified.timestamp == SW_TIMESTAMP
 
 
+def test_a_v1a_entry_with_only_v1_secrets_is_no_match() -> None:
+    # A plain sequence of keys is the v1 secrets alone: a v1a entry has nothing to check with.
+    key = webhooks.decode_standard_secret(SW_SECRET)
+    headers = Headers(sw_headers(signature="v1a," + base64.b64encode(bytes(64)).decode()))
+    with pytest.raises(webhooks.WebhookRejected) as rejected:
+        webhooks.verify_standard_webhook(
+            headers, SW_BODY, [key], now=SW_TIMESTAMP, tolerance=TOLERANCE
+        )
+    assert (rejected.value.status, rejected.value.detail) == (401, NO_SIGNATURE)
+
+
 def test_standard_webhooks_vector_is_accepted_over_http(frozen_client: FlaskClient) -> None:
     response = frozen_client.post("/webhooks/events", data=SW_BODY, headers=sw_headers())
     assert response.status_code == 200
@@ -737,6 +748,7 @@ def test_legacy_sha1_header_alone_is_not_enough(webhook_client: FlaskClient) -> 
         pytest.param("t=,v1=SIG", 400, BAD_T, id="timestamp-empty"),
         pytest.param("t=1" + "0" * 15 + ",v1=SIG", 400, BAD_T, id="timestamp-16-digits"),
         pytest.param("t=NOW,t=NOW,v1=SIG", 400, ONE_T, id="two-timestamps"),
+        pytest.param("t=NOW=1,v1=SIG", 400, BAD_T, id="timestamp-with-equals"),
         pytest.param("garbage", 400, ONE_T, id="garbage"),
         pytest.param("T=NOW,v1=SIG", 400, ONE_T, id="upper-case-t"),
         pytest.param("t=NOW", 401, NO_SIGNATURE, id="no-v1"),
