@@ -740,12 +740,55 @@ def test_a_broken_file_keeps_the_last_good_keys_and_says_so_once(
     reports = [r for r in caplog.records if r.name == apikeys.__name__ and "keeping" in r.message]
     assert len(reports) == 1
     assert reports[0].levelno == logging.ERROR
-    assert "API_KEYS_FILE" in reports[0].getMessage()
+    assert re.fullmatch(
+        rf"API_KEYS_FILE {re.escape(str(key_file.path))}: .+; keeping the 1 key\(s\) loaded before",
+        reports[0].getMessage(),
+    )
     # Repaired: the file is read again, and a revocation in it counts.
     key_file.path.unlink(missing_ok=True)
     key_file.path.write_text(EMPTY_FILE)
     key_file.path.chmod(0o600)
     assert get_items(keys_client, issued.key).status_code == 401
+
+
+def test_a_reload_is_logged_with_its_count(
+    keys_client: FlaskClient, key_file: KeyFileFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = key_file.issue()
+    get_items(keys_client, first.key)
+    key_file.issue()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=apikeys.__name__):
+        get_items(keys_client, first.key)
+        get_items(keys_client, first.key)  # unchanged since: not read again
+    assert [r.getMessage() for r in caplog.records if r.name == apikeys.__name__] == [
+        f"API keys reloaded from {key_file.path}: 2 key(s)"
+    ]
+
+
+def test_a_failure_is_reported_again_after_the_file_was_usable_between(
+    keys_app: Flask, keys_client: FlaskClient, key_file: KeyFileFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    issued = key_file.issue()
+    get_items(keys_client, issued.key)
+    real_stat = os.stat
+    failing = [True, True, False, True]  # fails twice, recovers unchanged, fails again
+
+    def flaky_stat(*args: Any, **kwargs: Any) -> os.stat_result:
+        if failing.pop(0):
+            raise PermissionError(13, "Permission denied")
+        return real_stat(*args, **kwargs)
+
+    monkeypatch.setattr(f"{apikeys.__name__}.os.stat", flaky_stat)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=apikeys.__name__):
+        for _ in range(4):
+            assert get_items(keys_client, issued.key).status_code == 200
+    assert [r.getMessage() for r in caplog.records if r.name == apikeys.__name__] == [
+        f"API_KEYS_FILE {key_file.path}: cannot read it (Permission denied); keeping the 1 key(s)"
+        " loaded before",
+    ] * 2
 
 
 def record_json(**changes: Any) -> str:
@@ -761,38 +804,55 @@ def record_json(**changes: Any) -> str:
     return json.dumps({"keys": [{k: v for k, v in record.items() if v is not ...}]})
 
 
+FIELDS = "created, expires, id, name, scopes, sha256"
+ID_RULE = "{path}: key 1: id must be 1 to 32 base62 characters"
+NAME_RULE = "{path}: key 1: name must be 1 to 64 of A-Z a-z 0-9 . _ -"
+SCOPES_RULE = "{path}: key 1: scopes must be a list of scope names"
+HASH_RULE = "{path}: key 1: sha256 must be 64 lower-case hex digits"
+TIME_RULE = "must be an ISO 8601 time with its offset, e.g. 2030-01-31T12:00:00Z"
+CREATED_RULE = "{path}: key 1: created " + TIME_RULE
+EXPIRES_RULE = "{path}: key 1: expires " + TIME_RULE
+NOT_JSON = "{path} is not valid JSON"
+ONE_OBJECT = '{path} must hold one JSON object: {{"keys": [...]}}'
+# What start-up says about each unusable file, whole ({path} stands for the file's path).
 UNUSABLE_FILES: dict[str, tuple[str | None, str]] = {
-    "missing": (None, "cannot read"),
-    "empty": ("", "not valid JSON"),
-    "not-json": ("{", "not valid JSON"),
-    "deeply-nested": ("[" * 100_000, "not valid JSON"),
-    "a-list": ("[]", '{"keys": [...]}'),
-    "other-members": ('{"keys": [], "extra": 1}', '{"keys": [...]}'),
-    "keys-not-a-list": ('{"keys": {}}', '"keys" must be a list'),
-    "missing-field": (record_json(expires=...), "must have exactly"),
-    "misspelt-field": (record_json(expires=..., expiry=None), "must have exactly"),
-    "bad-id": (record_json(id="a_b"), "id must be"),
-    "id-of-33": (record_json(id="i" * 33), "id must be 1 to 32 base62 characters"),
-    "id-empty": (record_json(id=""), "id must be 1 to 32 base62 characters"),
-    "id-a-number": (record_json(id=12), "id must be 1 to 32 base62 characters"),
-    "bad-name": (record_json(name="two words"), "name must be"),
-    "name-of-65": (record_json(name="n" * 65), "name must be 1 to 64 of A-Z a-z 0-9 . _ -"),
-    "name-dash-first": (record_json(name="-x"), "name must be 1 to 64 of A-Z a-z 0-9 . _ -"),
-    "name-a-number": (record_json(name=7), "name must be 1 to 64 of A-Z a-z 0-9 . _ -"),
-    "scope-a-number": (record_json(scopes=[7]), "scopes must be a list of scope names"),
-    "hash-upper-case": (record_json(sha256="A" * 64), "sha256 must be 64 lower-case hex digits"),
-    "hash-a-number": (record_json(sha256=0), "sha256 must be 64 lower-case hex digits"),
-    "created-a-number": (record_json(created=0), "created must be an ISO 8601 time"),
-    "created-not-a-time": (record_json(created="soon"), "created must be an ISO 8601 time"),
-    "over-8-mib": ('{"keys": []}' + " " * (8 * 1024 * 1024 - 11), "is larger than 8 MiB"),
-    "scope-with-quote": (record_json(scopes=['items"read']), "scopes must be"),
-    "scopes-a-string": (record_json(scopes="items:read"), "scopes must be"),
-    "short-hash": (record_json(sha256="ab"), "sha256 must be"),
-    "naive-time": (record_json(created="2030-01-01T00:00:00"), "created must be"),
-    "expires-a-number": (record_json(expires=1_900_000_000), "expires must be"),
+    "missing": (None, "cannot read {path} (No such file or directory)"),
+    "empty": ("", NOT_JSON),
+    "not-json": ("{", NOT_JSON),
+    "deeply-nested": ("[" * 100_000, NOT_JSON),
+    "a-list": ("[]", ONE_OBJECT),
+    "other-members": ('{"keys": [], "extra": 1}', ONE_OBJECT),
+    "no-members": ("{}", ONE_OBJECT),
+    "keys-not-a-list": ('{"keys": {}}', '{path}: "keys" must be a list'),
+    "missing-field": (record_json(expires=...), "{path}: key 1 must have exactly " + FIELDS),
+    "misspelt-field": (record_json(expires=..., expiry=None),
+                       "{path}: key 1 must have exactly " + FIELDS),
+    "record-not-an-object": ('{"keys": [[]]}', "{path}: key 1 must have exactly " + FIELDS),
+    "bad-id": (record_json(id="a_b"), ID_RULE),
+    "id-of-33": (record_json(id="i" * 33), ID_RULE),
+    "id-empty": (record_json(id=""), ID_RULE),
+    "id-a-number": (record_json(id=12), ID_RULE),
+    "bad-name": (record_json(name="two words"), NAME_RULE),
+    "name-of-65": (record_json(name="n" * 65), NAME_RULE),
+    "name-dash-first": (record_json(name="-x"), NAME_RULE),
+    "name-a-number": (record_json(name=7), NAME_RULE),
+    "scope-with-quote": (record_json(scopes=['items"read']), SCOPES_RULE),
+    "scopes-a-string": (record_json(scopes="items:read"), SCOPES_RULE),
+    "scope-a-number": (record_json(scopes=[7]), SCOPES_RULE),
+    "short-hash": (record_json(sha256="ab"), HASH_RULE),
+    "hash-upper-case": (record_json(sha256="A" * 64), HASH_RULE),
+    "hash-a-number": (record_json(sha256=0), HASH_RULE),
+    "naive-time": (record_json(created="2030-01-01T00:00:00"), CREATED_RULE),
+    "created-a-number": (record_json(created=0), CREATED_RULE),
+    "created-not-a-time": (record_json(created="soon"), CREATED_RULE),
+    "expires-a-number": (record_json(expires=1_900_000_000), EXPIRES_RULE),
+    "expires-naive": (record_json(expires="2030-01-01T00:00:00"),
+                      EXPIRES_RULE),
     "duplicate-id": (
-        json.dumps({"keys": [json.loads(record_json())["keys"][0]] * 2}), "repeats the id"
+        json.dumps({"keys": [json.loads(record_json())["keys"][0]] * 2}),
+        "{path}: key 2 repeats the id abc123",
     ),
+    "over-8-mib": ('{"keys": []}' + " " * (8 * 1024 * 1024 - 11), "{path} is larger than 8 MiB"),
 }  # fmt: skip
 
 
@@ -804,10 +864,9 @@ def test_an_unusable_key_file_stops_start_up_naming_the_setting(
     path = tmp_path / "keys.json"
     if text is not None:
         path.write_text(text)
-    with pytest.raises(ApiKeysConfigError, match=r"^API_KEYS_FILE: ") as refused:
+    with pytest.raises(ApiKeysConfigError) as refused:
         make_app(API_KEYS_FILE=str(path))
-    assert problem in str(refused.value)
-    assert "\n" not in str(refused.value)
+    assert str(refused.value) == "API_KEYS_FILE: " + problem.format(path=path)
     assert refused.value.setting == "API_KEYS_FILE"
 
 
@@ -845,18 +904,28 @@ def test_a_path_object_is_a_path(key_file: KeyFileFixture) -> None:
     assert apikeys.init_app(app).key_file.path == key_file.path  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("kind", ["directory", "world-writable"])
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("directory", "cannot read {path} (Is a directory)"),
+        ("device", "{path} is not a regular file"),
+        ("world-writable", "{path} is writable by every user (chmod 600 it)"),
+    ],
+)
 def test_a_key_file_that_is_no_file_or_writable_by_all_stops_start_up(
-    make_app: Callable[..., Flask], tmp_path: Path, kind: str
+    make_app: Callable[..., Flask], tmp_path: Path, kind: str, problem: str
 ) -> None:
     path = tmp_path / "keys.json"
     if kind == "directory":
         path.mkdir()
+    elif kind == "device":
+        path = Path(os.devnull)
     else:
         path.write_text(EMPTY_FILE)
         path.chmod(0o646)
-    with pytest.raises(ApiKeysConfigError, match=r"^API_KEYS_FILE: "):
+    with pytest.raises(ApiKeysConfigError) as refused:
         make_app(API_KEYS_FILE=str(path))
+    assert str(refused.value) == "API_KEYS_FILE: " + problem.format(path=path)
 
 
 # --------------------------------------------------------------------------- the commands
@@ -877,7 +946,12 @@ def test_new_prints_the_key_once_and_only_its_hash_is_kept(
     assert made.exit_code == 0, made.output
     key = made.stdout.strip()
     assert made.stdout == key + "\n"
-    assert "shown only this once" in made.stderr
+    (record,) = key_file.records().values()
+    assert made.stderr == (
+        f"api-keys: added {record.key_id} (nightly-export; items:read items:write; expires "
+        f"{apikeys._iso(record.created + 90 * 86400)}) to {key_file.path}. The key above is shown"
+        " only this once: store it now.\n"
+    )
     (record,) = key_file.records().values()
     assert record.sha256 == key_digest(key)
     assert record.scopes == {"items:read", "items:write"}
@@ -885,11 +959,11 @@ def test_new_prints_the_key_once_and_only_its_hash_is_kept(
     assert stat.S_IMODE(key_file.path.stat().st_mode) == 0o600
     assert get_items(keys_client, key).status_code == 200
     listed = cli(keys_app, "list")
-    assert key not in listed.output
-    assert record.sha256.hex() not in listed.output
-    assert record.key_id in listed.output
-    assert "nightly-export" in listed.output
-    assert "items:read items:write" in listed.output
+    created, expires = apikeys._iso(record.created), apikeys._iso(record.created + 90 * 86400)
+    assert listed.output.splitlines() == [
+        "ID          NAME            SCOPES                  CREATED               EXPIRES",
+        f"{record.key_id}  nightly-export  items:read items:write  {created}  {expires}",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -908,6 +982,16 @@ def test_new_takes_lifetimes_in_seconds_minutes_hours_and_days(
     else:
         assert record.expires is not None
         assert abs(record.expires - record.created - seconds) <= 1
+
+
+def test_a_key_that_never_expires_says_so(keys_app: Flask, key_file: KeyFileFixture) -> None:
+    made = cli(keys_app, "new", "--name", "c", "--scope", "x", "--expires-in", "never")
+    (record,) = key_file.records().values()
+    assert made.stderr.startswith(f"api-keys: added {record.key_id} (c; x; never expires) to ")
+
+
+def test_list_of_an_empty_file(keys_app: Flask, key_file: KeyFileFixture) -> None:
+    assert cli(keys_app, "list").output == f"no API keys in {key_file.path}\n"
 
 
 def test_new_keys_expire_after_90_days_unless_told(
@@ -956,9 +1040,10 @@ def test_new_refuses_to_touch_a_malformed_file(keys_app: Flask, key_file: KeyFil
     before = file_state(key_file.path)
     made = cli(keys_app, "new", "--name", "c", "--scope", "x")
     assert made.exit_code == 1
-    assert "API_KEYS_FILE" in made.output
-    assert "nothing changed" in made.output
-    assert made.stdout == ""
+    assert made.output == (
+        f"Error: API_KEYS_FILE: {key_file.path}: key 1 must have exactly created, expires, id,"
+        " name, scopes, sha256; nothing changed\n"
+    )
     assert file_state(key_file.path) == before
 
 
@@ -974,8 +1059,11 @@ def test_a_failed_write_leaves_the_file_and_no_temporary_behind(
     monkeypatch.setattr(f"{apikeys.__name__}.os.replace", full_disk)
     made = cli(keys_app, "new", "--name", "c", "--scope", "x")
     assert made.exit_code == 1
-    assert "No space left on device" in made.output
-    assert made.stdout == ""  # no key printed for a record that was never written
+    # No key printed for a record that was never written.
+    assert (
+        made.output
+        == f"Error: cannot write {key_file.path} (No space left on device); nothing changed\n"
+    )
     assert file_state(key_file.path) == before
     assert sorted(p.name for p in key_file.path.parent.iterdir()) == [key_file.path.name]
 
@@ -986,6 +1074,10 @@ def test_revoke_removes_the_record_and_the_key_stops_working(
     kept, gone = key_file.issue(), key_file.issue()
     revoked_now = cli(keys_app, "revoke", gone.key_id)
     assert revoked_now.exit_code == 0, revoked_now.output
+    assert revoked_now.output == (
+        f"api-keys: revoked {gone.key_id} (test-client) in {key_file.path}; refused within a"
+        " second\n"
+    )
     assert set(key_file.records()) == {kept.key_id}
     assert get_items(keys_client, gone.key).status_code == 401
     assert get_items(keys_client, kept.key).status_code == 200
@@ -997,7 +1089,9 @@ def test_revoking_an_unknown_id_changes_nothing(keys_app: Flask, key_file: KeyFi
     before = file_state(key_file.path)
     revoked_now = cli(keys_app, "revoke", "nosuchid")
     assert revoked_now.exit_code == 1
-    assert "no key with id" in revoked_now.output
+    assert revoked_now.output == (
+        f"Error: no key with id 'nosuchid' in {key_file.path}; nothing changed\n"
+    )
     assert file_state(key_file.path) == before
 
 
@@ -1015,7 +1109,10 @@ def test_the_commands_say_when_api_keys_are_off(app: Flask) -> None:
     for arguments in (["new", "--name", "c", "--scope", "x"], ["list"], ["revoke", "x"]):
         result = cli(app, *arguments)
         assert result.exit_code == 1
-        assert "API_KEYS_FILE is not set" in result.output
+        assert result.output == (
+            "Error: API_KEYS_FILE is not set, so API keys are off: set it to the key file's path"
+            ' (a new one holds {"keys": []}) and run the command again\n'
+        )
 
 
 # --------------------------------------------------------------------------- logs and wiring
