@@ -496,6 +496,16 @@ def test_a_key_with_blanks_around_it_is_read(
     assert get_items(keys_client, f" \t{issued.key} \t").status_code == 200
 
 
+def test_other_query_parameters_and_form_fields_are_no_key(
+    keys_client: FlaskClient, key_file: KeyFileFixture
+) -> None:
+    issued = key_file.issue("items:read items:write")
+    listed = keys_client.get("/api/v1/items?page=2&sort=name", headers=with_key(issued.key))
+    assert listed.status_code == 200
+    form = keys_client.post("/api/v1/items", headers=with_key(issued.key), data={"name": "x"})
+    assert form.status_code != 400, form.get_json()
+
+
 def test_a_key_in_a_json_body_is_data_not_a_credential(
     keys_client: FlaskClient, key_file: KeyFileFixture
 ) -> None:
@@ -668,6 +678,8 @@ def test_only_hashes_are_stored(key_file: KeyFileFixture) -> None:
     (record,) = json.loads(text)["keys"]
     assert record["sha256"] == hashlib.sha256(issued.key.encode()).hexdigest()
     assert set(record) == {"id", "name", "scopes", "created", "expires", "sha256"}
+    # People read and review this file: indented, one field a line, ending in a newline.
+    assert text == json.dumps({"keys": [record]}, indent=2) + "\n"
 
 
 def test_a_revocation_takes_effect_without_a_restart(
@@ -982,6 +994,29 @@ def test_new_takes_lifetimes_in_seconds_minutes_hours_and_days(
     else:
         assert record.expires is not None
         assert abs(record.expires - record.created - seconds) <= 1
+
+
+def test_new_draws_another_id_when_one_is_taken(
+    keys_app: Flask, key_file: KeyFileFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken = key_file.issue()
+    drawn = [new_key(PREFIX, key_id=taken.key_id), new_key(PREFIX, key_id="fresh")]
+    monkeypatch.setattr(apikeys, "new_key", lambda prefix: drawn.pop(0))
+    made = cli(keys_app, "new", "--name", "c", "--scope", "x")
+    assert made.exit_code == 0, made.output
+    assert sorted(key_file.records()) == sorted([taken.key_id, "fresh"])
+    assert made.stdout.startswith(f"{PREFIX}_fresh_")
+
+
+def test_list_orders_keys_by_creation_then_id(keys_app: Flask, key_file: KeyFileFixture) -> None:
+    now = int(time.time())
+    records = [
+        KeyRecord(key_id, "c", frozenset({"x"}), created, None, bytes(32))
+        for key_id, created in [("b", now), ("c", now - 10), ("a", now)]
+    ]
+    write_key_file(key_file.path, records)
+    rows = cli(keys_app, "list").output.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ["c", "a", "b"]
 
 
 def test_a_key_that_never_expires_says_so(keys_app: Flask, key_file: KeyFileFixture) -> None:
