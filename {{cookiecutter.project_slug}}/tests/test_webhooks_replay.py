@@ -950,6 +950,28 @@ def test_sqlite_claim_is_exclusive_across_forked_processes(tmp_path: Path) -> No
         assert len(winners) == 1, f"key-{n} claimed by {winners}"
 
 
+def test_sqlite_errors_inside_a_transaction_are_unavailable(tmp_path: Path) -> None:
+    path = str(tmp_path / "r.sqlite3")
+    store = webhooks.SqliteReplayStore(path)
+    assert store.claim("kept", 60, "a") == "claimed"
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE webhook_deliveries RENAME TO moved_away")
+    db.close()
+    for call in (
+        lambda: store.claim("k", 60, "a"),
+        lambda: store.complete("k", 60),
+        lambda: store.release("k", "a"),
+    ):
+        with pytest.raises(webhooks.StoreUnavailable):
+            call()
+    assert store.ping() is False
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE moved_away RENAME TO webhook_deliveries")
+        assert db.execute("SELECT key FROM webhook_deliveries").fetchall() == [("kept",)]
+    db.close()
+    assert store.claim("kept", 60, "b") == "processing"
+
+
 def test_sqlite_waits_for_a_busy_writer_then_reports_unavailable(tmp_path: Path) -> None:
     path = str(tmp_path / "r.sqlite3")
     store = webhooks.SqliteReplayStore(path, busy_timeout=0.3)
