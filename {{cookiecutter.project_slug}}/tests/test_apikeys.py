@@ -654,7 +654,7 @@ def test_a_protected_view_without_init_app_fails_closed() -> None:
 
     with (
         app.test_request_context("/items", headers={"X-API-Key": "x"}),
-        pytest.raises(RuntimeError, match=r"apikeys.init_app\(app\) was not called"),
+        pytest.raises(RuntimeError, match=r"^apikeys.init_app\(app\) was not called$"),
     ):
         items()
 
@@ -1037,23 +1037,31 @@ def test_new_keys_expire_after_90_days_unless_told(
     assert record.expires == record.created + 90 * 86400
 
 
+NAME_HELP = "Invalid value for --name: use 1 to 64 of A-Z a-z 0-9 . _ - (a letter or digit first)"
+NO_SCOPE = "Invalid value for --scope: give at least one scope, e.g. items:read"
+LIFETIME_HELP = (
+    "Invalid value for --expires-in: use a number and s, m, h or d (e.g. 90d; at most 3650d),"
+    " or never"
+)
 BAD_NEW = {
-    "name-with-space": ["--name", "two words", "--scope", "x"],
-    "name-empty": ["--name", "", "--scope", "x"],
-    "no-scope": ["--name", "c", "--scope", "  "],
-    "scope-with-quote": ["--name", "c", "--scope", 'a"b'],
-    "zero-lifetime": ["--name", "c", "--scope", "x", "--expires-in", "0d"],
-    "years": ["--name", "c", "--scope", "x", "--expires-in", "5y"],
-    "too-long": ["--name", "c", "--scope", "x", "--expires-in", "3651d"],
-    "a-minute-too-long": ["--name", "c", "--scope", "x", "--expires-in", "5256001m"],
-    "eight-digits": ["--name", "c", "--scope", "x", "--expires-in", "12345678s"],
-    "no-unit": ["--name", "c", "--scope", "x", "--expires-in", "90"],
-    "upper-case-unit": ["--name", "c", "--scope", "x", "--expires-in", "90D"],
-    "upper-case-never": ["--name", "c", "--scope", "x", "--expires-in", "Never"],
-    "negative": ["--name", "c", "--scope", "x", "--expires-in", "-1d"],
-    "name-of-65": ["--name", "n" * 65, "--scope", "x"],
-    "name-dash-first": ["--name", "-x", "--scope", "x"],
-}
+    "name-with-space": (["--name", "two words", "--scope", "x"], NAME_HELP),
+    "name-empty": (["--name", "", "--scope", "x"], NAME_HELP),
+    "name-of-65": (["--name", "n" * 65, "--scope", "x"], NAME_HELP),
+    "name-dash-first": (["--name", "-x", "--scope", "x"], NAME_HELP),
+    "no-scope": (["--name", "c", "--scope", "  "], NO_SCOPE),
+    "scope-with-quote": (["--name", "c", "--scope", 'a"b'],
+                         "Invalid value for --scope: 'a\"b' is not a scope name"),
+    "second-scope-bad": (["--name", "c", "--scope", "x a\\b"],
+                         "Invalid value for --scope: 'a\\\\b' is not a scope name"),
+    **{
+        case: (["--name", "c", "--scope", "x", "--expires-in", lifetime], LIFETIME_HELP)
+        for case, lifetime in [
+            ("zero-lifetime", "0d"), ("years", "5y"), ("too-long", "3651d"),
+            ("a-minute-too-long", "5256001m"), ("eight-digits", "12345678s"), ("no-unit", "90"),
+            ("upper-case-unit", "90D"), ("upper-case-never", "Never"), ("negative", "-1d"),
+        ]
+    },
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(BAD_NEW))
@@ -1062,10 +1070,10 @@ def test_bad_input_to_new_changes_nothing(
 ) -> None:
     key_file.issue()
     before = file_state(key_file.path)
-    made = cli(keys_app, "new", *BAD_NEW[case])
+    arguments, message = BAD_NEW[case]
+    made = cli(keys_app, "new", *arguments)
     assert made.exit_code == 2, made.output
-    option = "--name" if "name" in case else "--scope" if "scope" in case else "--expires-in"
-    assert f"Error: Invalid value for {option}: " in made.output
+    assert made.output.endswith(f"\nError: {message}\n"), made.output
     assert PREFIX + "_" not in made.output
     assert file_state(key_file.path) == before
 
@@ -1199,7 +1207,13 @@ def test_the_json_line_names_a_key_caller_as_gunicorn_writes_it(
 
 
 def test_current_principal_outside_an_accepted_request_raises() -> None:
-    with Flask("x").test_request_context(), pytest.raises(RuntimeError):
+    with (
+        Flask("x").test_request_context(),
+        pytest.raises(
+            RuntimeError,
+            match=r"^current_principal\(\) is only usable after an API key was accepted$",
+        ),
+    ):
         apikeys.current_principal()
 
 
