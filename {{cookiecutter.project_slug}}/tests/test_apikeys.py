@@ -825,8 +825,8 @@ TIME_RULE = "must be an ISO 8601 time with its offset, e.g. 2030-01-31T12:00:00Z
 CREATED_RULE = "{path}: key 1: created " + TIME_RULE
 EXPIRES_RULE = "{path}: key 1: expires " + TIME_RULE
 NOT_JSON = "{path} is not valid JSON"
-ONE_OBJECT = '{path} must hold one JSON object: {{"keys": [...]}}'
-# What start-up says about each unusable file, whole ({path} stands for the file's path).
+ONE_OBJECT = '{path} must hold one JSON object: {"keys": [...]}'
+# What start-up says about each unusable file, whole ("{path}" stands for the file's path).
 UNUSABLE_FILES: dict[str, tuple[str | None, str]] = {
     "missing": (None, "cannot read {path} (No such file or directory)"),
     "empty": ("", NOT_JSON),
@@ -878,7 +878,7 @@ def test_an_unusable_key_file_stops_start_up_naming_the_setting(
         path.write_text(text)
     with pytest.raises(ApiKeysConfigError) as refused:
         make_app(API_KEYS_FILE=str(path))
-    assert str(refused.value) == "API_KEYS_FILE: " + problem.format(path=path)
+    assert str(refused.value) == "API_KEYS_FILE: " + problem.replace("{path}", str(path))
     assert refused.value.setting == "API_KEYS_FILE"
 
 
@@ -937,7 +937,7 @@ def test_a_key_file_that_is_no_file_or_writable_by_all_stops_start_up(
         path.chmod(0o646)
     with pytest.raises(ApiKeysConfigError) as refused:
         make_app(API_KEYS_FILE=str(path))
-    assert str(refused.value) == "API_KEYS_FILE: " + problem.format(path=path)
+    assert str(refused.value) == "API_KEYS_FILE: " + problem.replace("{path}", str(path))
 
 
 # --------------------------------------------------------------------------- the commands

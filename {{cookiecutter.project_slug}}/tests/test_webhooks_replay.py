@@ -12,6 +12,7 @@ import json
 import logging
 import multiprocessing
 import os
+import socket
 import sqlite3
 import stat
 import sys
@@ -611,10 +612,18 @@ def test_a_service_user_may_keep_its_store_in_a_directory_root_made() -> None:
     context = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory() as top:
         os.chmod(top, 0o711)  # noqa: S103 (the other user must reach the directories inside)
+        # Checked here too: a directory of another user is refused to root as well.
+        (Path(top) / "lib-65533").mkdir()
+        os.chown(Path(top) / "lib-65533", 65533, 65534)
+        with pytest.raises(webhooks.WebhookConfigError) as refused:
+            webhooks.open_replay_store(f"sqlite://{top}/lib-65533/replay.db", top)
+        assert str(refused.value) == foreign_store_message(
+            Path(top) / "lib-65533", "is owned by uid 65533"
+        )
         outcomes = []
         for owner in (0, 65533):
             directory = Path(top) / f"lib-{owner}"
-            directory.mkdir()
+            directory.mkdir(exist_ok=True)
             directory.chmod(0o770)
             os.chown(directory, owner, 65534)
             queue = context.Queue()
@@ -735,6 +744,21 @@ def test_redis_store_down_refuses_every_operation() -> None:
     with pytest.raises(webhooks.StoreUnavailable):
         store.release("k", "a")
     assert store.ping() is False
+
+
+def test_a_redis_that_never_answers_is_a_quick_503_not_a_hang(tmp_path: Path) -> None:
+    # Accepts connections (the kernel does, into the backlog) and never says a word: each try
+    # ends at the client's socket timeout, and the client tries once more, then gives up.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        app = bare_app(tmp_path, FlakyHandler(), REPLAY_STORE_URL=url)
+        started = time.monotonic()
+        response = post(app.test_client(), b'{"type": "x"}', "msg_hung")
+        took = time.monotonic() - started
+    assert_problem(response, 503, UNAVAILABLE)
+    assert took < 10, f"{took:.1f} s"
 
 
 def test_redis_store_keys_are_prefixed_and_expire(redis_server: tuple[str, Any]) -> None:
