@@ -494,6 +494,14 @@ def test_a_key_with_blanks_around_it_is_read(
 ) -> None:
     issued = key_file.issue()
     assert get_items(keys_client, f" \t{issued.key} \t").status_code == 200
+    # Only blanks go: a key that ends in a letter keeps it.
+    key_id, key = new_key(PREFIX)
+    while key[-1] != "X":
+        key_id, key = new_key(PREFIX)
+    now = int(time.time())
+    record = KeyRecord(key_id, "x-ending", frozenset({"items:read"}), now, None, key_digest(key))
+    write_key_file(key_file.path, [*key_file.records().values(), record])
+    assert get_items(keys_client, f" {key}\t").status_code == 200
 
 
 def test_other_query_parameters_and_form_fields_are_no_key(
@@ -523,11 +531,17 @@ def test_the_missing_scope_is_named(keys_client: FlaskClient, key_file: KeyFileF
     assert problem_of(response, 403)["scope"] == "items:write"
 
 
-def test_with_api_keys_off_a_key_is_refused_not_ignored(client: FlaskClient) -> None:
-    response = client.get("/api/v1/me", headers=with_key(new_key(PREFIX)[1]))
+def test_with_api_keys_off_a_key_is_refused_not_ignored(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=apikeys.__name__):
+        response = client.get("/api/v1/me", headers=with_key(new_key(PREFIX)[1]))
     body = problem_of(response, 401)
     assert body["detail"] == "API keys are not accepted by this service"
     assert response.headers["WWW-Authenticate"] == 'ApiKey realm="api"'
+    assert [r.getMessage() for r in caplog.records if r.name == apikeys.__name__] == [
+        "api key refused: status=401 reason=API keys are off key_id=-"
+    ]
 
 
 def test_with_api_keys_off_a_key_in_the_url_is_still_refused(client: FlaskClient) -> None:
@@ -589,6 +603,11 @@ def key_only_client(key_file: KeyFileFixture) -> FlaskClient:
         caller = apikeys.current_principal()
         return {"sub": caller.sub, "client_id": caller.client_id}
 
+    @app.post("/items")
+    @apikeys.require_scopes("items:read", "items:write")
+    def add_item() -> str:
+        return "added"
+
     return app.test_client()
 
 
@@ -619,6 +638,8 @@ def test_the_key_only_decorator_refuses_no_key_and_a_missing_scope(
         "detail": "An API key is required",
     }  # fmt: skip
     assert none.headers["WWW-Authenticate"] == 'ApiKey realm="api"'
+    # Nothing between client and service may keep a refusal (nor, here, anything else).
+    assert none.headers["Cache-Control"] == "no-store"
     assert short.status_code == 403
     assert without_request_id(short) == {
         "type": "about:blank", "title": "Forbidden", "status": 403,
@@ -627,6 +648,48 @@ def test_the_key_only_decorator_refuses_no_key_and_a_missing_scope(
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("api key ")]
     assert lines[0] == "api key refused: status=401 reason=no key key_id=-"
     assert re.fullmatch(r"api key refused: status=403 reason=missing scope key_id=\w{10}", lines[1])
+
+
+def test_every_missing_scope_is_named(
+    key_only_client: FlaskClient, key_file: KeyFileFixture
+) -> None:
+    response = key_only_client.post("/items", headers=with_key(key_file.issue("other").key))
+    assert response.status_code == 403
+    assert response.get_json()["scope"] == "items:read items:write"
+
+
+def test_times_are_written_in_utc_whatever_the_local_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        record = KeyRecord("abc", "c", frozenset(), 0, 86400, bytes(32))
+        assert record.to_json()["created"] == "1970-01-01T00:00:00Z"
+        assert record.to_json()["expires"] == "1970-01-02T00:00:00Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_the_file_is_replaced_by_a_hidden_temporary_beside_it(
+    key_file: KeyFileFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A rename within the directory is atomic (readers see the old file or the new one whole),
+    # and a temporary left by a crash is hidden and named after the file it was for.
+    renamed: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def spy(source: str, target: str) -> None:
+        renamed.append((source, str(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(f"{apikeys.__name__}.os.replace", spy)
+    key_file.issue()
+    ((source, target),) = renamed
+    assert target == str(key_file.path)
+    assert Path(source).parent == key_file.path.parent
+    assert Path(source).name.startswith(f".{key_file.path.name}.")
 
 
 def test_the_key_only_decorator_marks_the_view_for_the_api_description() -> None:
@@ -722,24 +785,34 @@ def test_each_worker_looks_at_the_file_once_a_second_and_a_revocation_lands_with
     took = status_within(1.5, 401)
     # A request every 50 ms until then: one stat per second, not one per request.
     assert len(stats) <= 2, f"{len(stats)} stat calls in {took:.2f} s"
+    stats.clear()
+    for _ in range(10):  # within the second after the last look: no look at all
+        get_items(client, issued.key)
+    assert stats == []
 
 
-@pytest.mark.parametrize(
-    "damage",
-    [
-        lambda path: path.write_text("{not json"),
+DAMAGES: dict[str, tuple[Callable[[Path], object], str]] = {
+    "not-json": (lambda path: path.write_text("{not json"), "{path} is not valid JSON"),
+    "bad-record": (
         lambda path: path.write_text('{"keys": [{"id": "x"}]}'),
-        lambda path: path.unlink(),
+        "{path}: key 1 must have exactly created, expires, id, name, scopes, sha256",
+    ),
+    "deleted": (lambda path: path.unlink(), "cannot read it (No such file or directory)"),
+    "world-writable": (
         lambda path: path.chmod(0o666),
-    ],
-    ids=["not-json", "bad-record", "deleted", "world-writable"],
-)
+        "{path} is writable by every user (chmod 600 it)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGES))
 def test_a_broken_file_keeps_the_last_good_keys_and_says_so_once(
     keys_client: FlaskClient,
     key_file: KeyFileFixture,
     caplog: pytest.LogCaptureFixture,
-    damage: Callable[[Path], object],
+    case: str,
 ) -> None:
+    damage, problem = DAMAGES[case]
     issued = key_file.issue()
     assert get_items(keys_client, issued.key).status_code == 200
     damage(key_file.path)
@@ -752,9 +825,9 @@ def test_a_broken_file_keeps_the_last_good_keys_and_says_so_once(
     reports = [r for r in caplog.records if r.name == apikeys.__name__ and "keeping" in r.message]
     assert len(reports) == 1
     assert reports[0].levelno == logging.ERROR
-    assert re.fullmatch(
-        rf"API_KEYS_FILE {re.escape(str(key_file.path))}: .+; keeping the 1 key\(s\) loaded before",
-        reports[0].getMessage(),
+    problem = problem.replace("{path}", str(key_file.path))
+    assert reports[0].getMessage() == (
+        f"API_KEYS_FILE {key_file.path}: {problem}; keeping the 1 key(s) loaded before"
     )
     # Repaired: the file is read again, and a revocation in it counts.
     key_file.path.unlink(missing_ok=True)
