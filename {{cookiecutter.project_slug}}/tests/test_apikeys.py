@@ -440,6 +440,15 @@ REFUSED: dict[str, Refused] = {
                             content_type="multipart/form-data"),
         400, IN_URL, IN_URL_REASON,
     ),
+    "key-as-a-second-value-in-query": Refused(
+        lambda c, k: c.get(f"/api/v1/items?q=harmless&q={k.issue().key}"), 400, IN_URL,
+        IN_URL_REASON,
+    ),
+    "key-as-a-second-value-in-form": Refused(
+        lambda c, k: c.post("/api/v1/items",
+                            data=[("note", "harmless"), ("note", k.issue("items:write").key)]),
+        400, IN_URL, IN_URL_REASON,
+    ),
     "key-parameter-in-form": Refused(
         lambda c, k: c.post("/api/v1/items", data={"x_api_key": "x"}), 400, IN_URL, IN_URL_REASON
     ),
@@ -512,6 +521,13 @@ def test_other_query_parameters_and_form_fields_are_no_key(
     assert listed.status_code == 200
     form = keys_client.post("/api/v1/items", headers=with_key(issued.key), data={"name": "x"})
     assert form.status_code != 400, form.get_json()
+
+
+def test_other_control_characters_around_a_key_are_not_blanks(
+    keys_client: FlaskClient, key_file: KeyFileFixture
+) -> None:
+    issued = key_file.issue()
+    assert problem_of(get_items(keys_client, issued.key + "\x0c"), 401)["detail"] == MALFORMED
 
 
 def test_a_key_in_a_json_body_is_data_not_a_credential(
@@ -953,6 +969,20 @@ def test_an_unusable_key_file_stops_start_up_naming_the_setting(
         make_app(API_KEYS_FILE=str(path))
     assert str(refused.value) == "API_KEYS_FILE: " + problem.replace("{path}", str(path))
     assert refused.value.setting == "API_KEYS_FILE"
+
+
+def test_a_huge_key_file_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    with path.open("wb") as handle:
+        handle.truncate(2**40)  # a terabyte, sparse: only the first 8 MiB + 1 may be read
+    path.chmod(0o600)
+    with pytest.raises(apikeys.KeyFileError, match=r"is larger than 8 MiB$"):
+        read_key_file(path)
+
+
+def test_parse_key_file_names_its_input_when_told_nothing_else() -> None:
+    with pytest.raises(apikeys.KeyFileError, match=r"^the key file is not valid JSON$"):
+        apikeys.parse_key_file(b"{")
 
 
 def test_the_largest_fields_and_file_are_read(tmp_path: Path) -> None:

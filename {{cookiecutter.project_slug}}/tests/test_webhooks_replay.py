@@ -996,6 +996,47 @@ def test_sqlite_errors_inside_a_transaction_are_unavailable(tmp_path: Path) -> N
     assert store.claim("kept", 60, "b") == "processing"
 
 
+class _FailingCommit:
+    """A SQLite connection whose COMMIT fails, as on a full disk."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def execute(self, sql: str, *parameters: Any) -> Any:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._db.execute(sql, *parameters)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def test_sqlite_commit_that_fails_is_unavailable_and_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "r.sqlite3")
+    store = webhooks.SqliteReplayStore(path)
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(
+        webhooks.sqlite3, "connect", lambda *a, **k: _FailingCommit(real_connect(*a, **k))
+    )
+    with pytest.raises(webhooks.StoreUnavailable):
+        store.claim("k", 60, "a")
+    monkeypatch.undo()
+    assert store.claim("k", 60, "b") == "claimed"
+
+
+def test_sqlite_claim_that_fails_halfway_keeps_nothing(tmp_path: Path) -> None:
+    class PurgeFails(webhooks.SqliteReplayStore):
+        def _purge_expired(self, db: sqlite3.Connection, now: float) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    path = str(tmp_path / "r.sqlite3")
+    with pytest.raises(webhooks.StoreUnavailable):
+        PurgeFails(path).claim("k", 60, "a")  # the row was written before the purge failed
+    assert webhooks.SqliteReplayStore(path).claim("k", 60, "b") == "claimed"
+
+
 def test_sqlite_waits_for_a_busy_writer_then_reports_unavailable(tmp_path: Path) -> None:
     path = str(tmp_path / "r.sqlite3")
     store = webhooks.SqliteReplayStore(path, busy_timeout=0.3)
@@ -1005,7 +1046,8 @@ def test_sqlite_waits_for_a_busy_writer_then_reports_unavailable(tmp_path: Path)
         started = time.monotonic()
         with pytest.raises(webhooks.StoreUnavailable):
             store.claim("k", 60, "a")
-        assert time.monotonic() - started >= 0.25  # waited for the busy timeout first
+        waited = time.monotonic() - started
+        assert 0.25 <= waited < 2, waited  # waited for its busy timeout, and only that long
         assert store.ping() is False
     finally:
         blocker.execute("ROLLBACK")
