@@ -28,6 +28,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
+from werkzeug.datastructures import MultiDict
 
 from {{ cookiecutter.package_name }} import apikeys, create_app, logs
 from {{ cookiecutter.package_name }}.apikeys import (
@@ -446,7 +447,8 @@ REFUSED: dict[str, Refused] = {
     ),
     "key-as-a-second-value-in-form": Refused(
         lambda c, k: c.post("/api/v1/items",
-                            data=[("note", "harmless"), ("note", k.issue("items:write").key)]),
+                            data=MultiDict([("note", "harmless"),
+                                           ("note", k.issue("items:write").key)])),
         400, IN_URL, IN_URL_REASON,
     ),
     "key-parameter-in-form": Refused(

@@ -1017,9 +1017,7 @@ def test_sqlite_commit_that_fails_is_unavailable_and_keeps_nothing(
     path = str(tmp_path / "r.sqlite3")
     store = webhooks.SqliteReplayStore(path)
     real_connect = sqlite3.connect
-    monkeypatch.setattr(
-        webhooks.sqlite3, "connect", lambda *a, **k: _FailingCommit(real_connect(*a, **k))
-    )
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: _FailingCommit(real_connect(*a, **k)))
     with pytest.raises(webhooks.StoreUnavailable):
         store.claim("k", 60, "a")
     monkeypatch.undo()
