@@ -264,7 +264,12 @@ def test_expiry_is_at_the_second_it_names() -> None:
 
 @pytest.mark.parametrize(
     ("import_name", "prefix"),
-    [("{{ cookiecutter.package_name }}.app", "secureservice"), ("Billing2Go", "billinggo"), ("a", "a")],
+    [
+        ("billing_service.app", "billingservice"),
+        ("Billing2Go", "billinggo"),
+        ("a", "a"),
+        ("Zebra_z.app", "zebraz"),
+    ],
 )
 def test_the_prefix_is_the_package_name_s_letters(import_name: str, prefix: str) -> None:
     assert apikeys.key_prefix(import_name) == prefix

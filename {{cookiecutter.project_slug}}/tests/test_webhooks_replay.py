@@ -240,6 +240,21 @@ def test_handlers_run_for_their_event_type_and_for_every_type(tmp_path: Path) ->
     assert first.body == b'{"type": "order.paid", "n": 0}'
 
 
+def test_a_receiver_without_a_catch_all_handler_dispatches_by_type(tmp_path: Path) -> None:
+    app = Flask("typed_only", instance_path=str(tmp_path / "instance"))
+    app.config.update(WEBHOOK_SECRET=SECRET, REPLAY_STORE_URL="memory://")
+    webhooks.init_app(app)
+    receiver = webhooks.Receiver(webhooks.STANDARD_WEBHOOKS)
+    paid = Recorder()
+    receiver.on("order.paid")(paid)
+    app.add_url_rule("/hook", view_func=receiver.as_view("hook"), methods=["POST"])
+    client = app.test_client()
+    for number, event_type in enumerate(["order.paid", "user.created"]):
+        body = json.dumps({"type": event_type}).encode()
+        assert post(client, body, f"msg_t{number}").get_json() == {"status": "accepted"}
+    assert [event.event_type for event in paid.events] == ["order.paid"]
+
+
 def test_as_view_names_the_view_and_carries_its_sender() -> None:
     view = webhooks.Receiver(webhooks.GITHUB).as_view("receive_github")
     assert (view.__name__, view.__qualname__) == ("receive_github", "receive_github")

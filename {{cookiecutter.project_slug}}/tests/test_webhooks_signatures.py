@@ -341,6 +341,7 @@ VALID_MAC = SW_SIGNATURE.partition(",")[2]
         pytest.param("v1", id="version-only"),
         pytest.param("v1,", id="empty-mac"),
         pytest.param("v1,!!!not-base64!!!", id="not-base64"),
+        pytest.param("v1," + VALID_MAC[:8] + "!" + VALID_MAC[8:], id="junk-inside-a-valid-mac"),
         pytest.param("v1,\u00e9\u00e9\u00e9", id="non-ascii"),
         pytest.param("v1," + VALID_MAC.lower(), id="case-changed"),
         pytest.param("," * 50, id="commas"),
@@ -490,6 +491,18 @@ def test_chunked_body_over_one_mebibyte_is_413_not_truncated(
     client = bare_app(tmp_path, MAX_CONTENT_LENGTH=app_limit).test_client()
     body = sized_body(1024 * 1024 + 1)
     assert_problem(post_chunked(client, body, sw_delivery(body)), 413, TOO_LARGE)
+
+
+def test_a_body_shorter_than_its_content_length_is_400(webhook_client: FlaskClient) -> None:
+    # The client went away mid-body: refused as incomplete, never verified on a fragment.
+    body = b'{"type": "cut"}'
+    environ = EnvironBuilder(
+        path="/webhooks/events", method="POST", headers=Headers(sw_delivery(body)),
+        input_stream=io.BytesIO(body),
+    ).get_environ()  # fmt: skip
+    environ["CONTENT_LENGTH"] = str(len(body) + 100)
+    response = webhook_client.open(Request(environ))
+    assert_problem(response, 400, "body incomplete")
 
 
 def test_chunked_body_of_exactly_one_mebibyte_is_read(webhook_client: FlaskClient) -> None:
