@@ -72,9 +72,12 @@ def test_a_group_readable_key_file_stays_group_readable(
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
-def test_nothing_but_owner_and_group_bits_are_kept(keys_app: tuple[Flask, Path, str]) -> None:
+@pytest.mark.parametrize("before", [0o644, 0o755])
+def test_nothing_but_owner_and_group_bits_are_kept(
+    keys_app: tuple[Flask, Path, str], before: int
+) -> None:
     app, path, revoked = keys_app
-    path.chmod(0o644)  # world-readable before: not carried over
+    path.chmod(before)  # other users' bits, and any execute bit, are not carried over
     revoke(app, revoked)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
 

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 import standardwebhooks
@@ -37,6 +38,20 @@ def standard_delivery(secret: str, msg_id: str, body: bytes) -> dict[str, str]:
     }
 
 
+def assert_problem(response: Any, status: int, detail: str) -> None:
+    """The app-wide problem: the module's own body, with the request's id added."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    problem = response.get_json()
+    assert problem == {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "request_id": response.headers["X-Request-ID"],
+    }
+
+
 def recorded(app: Flask) -> list[dict[str, Any]]:
     with app.app_context():
         return list(events.received_events())
@@ -61,15 +76,13 @@ def test_bad_signature_is_a_401_problem(client: FlaskClient) -> None:
     body = b'{"type": "invoice.paid"}'
     headers = standard_delivery("whsec_" + "A" * 44, "msg_app_2", body)
     response = client.post("/webhooks/events", data=body, headers=headers)
-    assert response.status_code == 401
-    assert response.mimetype == "application/problem+json"
+    assert_problem(response, 401, "no valid signature")
 
 
 def test_github_and_stripe_answer_404_until_their_secret_is_set(client: FlaskClient) -> None:
     for path in ("/webhooks/github", "/webhooks/stripe"):
         response = client.post(path, data=b"{}")
-        assert response.status_code == 404
-        assert response.mimetype == "application/problem+json"
+        assert_problem(response, 404, "The requested URL was not found on the server.")
 
 
 def test_github_and_stripe_work_once_configured(make_app: Callable[..., Flask]) -> None:
@@ -98,8 +111,7 @@ def test_github_and_stripe_work_once_configured(make_app: Callable[..., Flask]) 
 
 def test_oversized_delivery_is_a_413_problem(client: FlaskClient) -> None:
     response = client.post("/webhooks/events", data=b"x" * (1024 * 1024 + 1))
-    assert response.status_code == 413
-    assert response.mimetype == "application/problem+json"
+    assert_problem(response, 413, "body larger than the webhook limit")
 
 
 def test_get_on_a_receiver_is_a_405_problem(client: FlaskClient) -> None:
@@ -125,4 +137,5 @@ def test_stale_delivery_is_refused(client: FlaskClient, base_env: dict[str, str]
         "webhook-timestamp": str(int(then.timestamp())),
         "webhook-signature": signature,
     }
-    assert client.post("/webhooks/events", data=body, headers=headers).status_code == 401
+    response = client.post("/webhooks/events", data=body, headers=headers)
+    assert_problem(response, 401, "timestamp outside the accepted window")

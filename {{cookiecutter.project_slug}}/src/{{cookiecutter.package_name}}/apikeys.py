@@ -665,7 +665,9 @@ def new_command(name: str, scope: str, expires_in: str) -> None:
     """Print a new key (once: only its hash is kept) and add its record to API_KEYS_FILE."""
     key_file = _cli_key_file()
     if not _NAME.fullmatch(name):
-        raise click.BadParameter("use 1 to 64 of A-Z a-z 0-9 . _ - (a letter or digit first)")
+        raise click.BadParameter(
+            "use 1 to 64 of A-Z a-z 0-9 . _ - (a letter or digit first)", param_hint="--name"
+        )
     scopes = _scopes_option(scope)
     lifetime = _lifetime_option(expires_in)
     keys = _current_keys()

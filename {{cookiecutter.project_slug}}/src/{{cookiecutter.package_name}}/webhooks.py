@@ -77,6 +77,7 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+import importlib
 import json
 import logging
 import math
@@ -415,18 +416,14 @@ def decode_standard_public_key(key: str) -> bytes:
         ) from None
     if len(raw) != ED25519_PUBLIC_KEY_BYTES:
         raise WebhookConfigError("WEBHOOK_PUBLIC_KEY", "a key is not a 32-byte ed25519 key")
+    # Every 32 bytes load as an ed25519 public key (a bad one simply never verifies), so only
+    # whether v1a can be checked at all is left to find out before the first delivery.
     try:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
-            Ed25519PublicKey,
-        )
+        importlib.import_module("cryptography.hazmat.primitives.asymmetric.ed25519")
     except ImportError:
         raise WebhookConfigError(
             "WEBHOOK_PUBLIC_KEY", "v1a signatures need the cryptography package"
         ) from None
-    try:
-        Ed25519PublicKey.from_public_bytes(raw)
-    except ValueError:
-        raise WebhookConfigError("WEBHOOK_PUBLIC_KEY", "a key is not an ed25519 key") from None
     return raw
 
 
@@ -469,13 +466,13 @@ def _verify_github_delivery(
     headers: HeaderLookup, body: bytes, keys: SenderKeys, *, now: float, tolerance: int
 ) -> VerifiedDelivery:
     # GitHub signs no timestamp: there is no freshness to check.
-    return verify_github(headers, body, keys.get("sha256", ()))
+    return verify_github(headers, body, keys["sha256"])
 
 
 def _verify_stripe_delivery(
     headers: HeaderLookup, body: bytes, keys: SenderKeys, *, now: float, tolerance: int
 ) -> VerifiedDelivery:
-    return verify_stripe(headers, body, keys.get("v1", ()), now=now, tolerance=tolerance)
+    return verify_stripe(headers, body, keys["v1"], now=now, tolerance=tolerance)
 
 
 def _utf8(secret: str) -> bytes:
