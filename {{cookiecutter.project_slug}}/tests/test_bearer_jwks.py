@@ -569,11 +569,15 @@ def test_service_recovers_when_the_provider_comes_back(server: JwksServer, key_a
     assert_unavailable(call(app, mint(key_a, make_claims())))
     assert not ready(app)
     server.status = 200
+    fetches_while_down = server.hits
     assert ready(app)  # the readiness probe itself fetches while no key is known
-    assert server.hits == 4
+    # One more fetch, or none when a background fetch started by the failed call got there
+    # first: which of the two runs first is up to the scheduler.
+    assert server.hits in (fetches_while_down, fetches_while_down + 1)
+    recovered_at = server.hits
     assert call(app, mint(key_a, make_claims())).status_code == 200
     assert ready(app)
-    assert server.hits == 4
+    assert server.hits == recovered_at  # keys in hand: nothing is fetched again
 
 
 # --------------------------------------------------------------------- what is fetched
