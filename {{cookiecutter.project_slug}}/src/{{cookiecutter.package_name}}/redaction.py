@@ -132,7 +132,7 @@ _QUOTED_VALUE = r"""
 # items only, so that the marker itself ("[REDACTED]") is not taken for a list. Each item has
 # one way to match, so an unclosed list costs one pass and one step back per item; atomic, so
 # a matched list is never re-split when what follows it does not fit.
-_LIST_VALUE = r"""(?>\[\s*(?:@QUOTED@)(?:\s*,\s*(?:@QUOTED@))*\s*,?\s*\])"""
+_LIST_VALUE = rf"""(?>\[\s*(?:{_QUOTED_VALUE})(?:\s*,\s*(?:{_QUOTED_VALUE}))*\s*,?\s*\])"""
 # A PEM private key block (PKCS#1 "RSA", SEC 1 "EC", PKCS#8 "ENCRYPTED", "OPENSSH", PGP). The
 # body runs to the END line, or to the end of the text when a truncated record has none.
 _PEM_BEGIN = r"-----BEGIN[ ](?:[A-Z0-9]+[ ]){0,3}PRIVATE[ ]KEY(?:[ ]BLOCK)?-----"
@@ -157,76 +157,98 @@ _MAX_DEPTH = 4
 _NAMES_REMEMBERED = 1024
 # Text is URL-decoded this many times over at most (%253F is "?" encoded twice).
 _MAX_DECODINGS = 3
-# Each branch is a named group <kind> holding <kind>_value, the part that gets replaced; re
-# tries the branches at each position in order: a header line wins over the bearer token
-# inside it, a URL or signature over the `name=` or `name:` it begins with. Which names hold
-# secrets is decided by Redactor.is_sensitive_key, not here. Placeholders (@NAME@) instead of
-# an f-string: its doubled braces would clash with the template engine this file goes through.
-_PATTERN = r"""
+# A name: letters, digits and "-", "_", "." inside; 128 characters at most, so that a long
+# run of such characters costs a bounded look back, not a quadratic one.
+_NAME = r"[a-z0-9](?:[a-z0-9_.-]{0,126}[a-z0-9])?"
+_B64 = "[A-Za-z0-9_-]"
+# Not inside a base64url run (each start would rescan the run: quadratic), but right after a
+# percent-escape (Bearer%20eyJ..., token%3DeyJ...) or a backslash escape that a repr() wrote
+# for a byte (b'\x80eyJ...', '\u00ffeyJ...').
+_JWT_BOUNDARY = (
+    r"(?:(?<![A-Za-z0-9_-])|(?<=%[0-9A-Fa-f][0-9A-Fa-f])"
+    r"|(?<=\\x[0-9A-Fa-f][0-9A-Fa-f])|(?<=\\u[0-9A-Fa-f]{4}))"
+)
+# A name starts a word (not after "." either: compound names are matched from their first
+# part, and starting inside one again would make long dotted runs quadratic; nor inside a
+# percent-escape), or follows an encoded "?", "&" or ";" (a URL inside a parameter).
+_KEY_START = r"(?:(?<![\w.%-])|(?<=%3f)|(?<=%26)|(?<=%3b))"
+
+
+def _pattern(headers: Iterable[str], key_prefixes: Iterable[str]) -> str:
+    """The one pattern redact() runs (verbose syntax; braces doubled, this is an f-string).
+
+    Each branch is a named group <kind> holding <kind>_value, the part that gets replaced; re
+    tries the branches at each position in order: a header line wins over the bearer token
+    inside it, a URL or signature over the `name=` or `name:` it begins with. Which names hold
+    secrets is decided by Redactor.is_sensitive_key, not here.
+    """
+    header_names = _alternation(headers)
+    prefixes = "|".join(map(re.escape, key_prefixes)) or _NOTHING
+    prose = _alternation(_BEARER_PROSE)
+    return rf"""
 (?P<header>
-    (?<![\w-])(?P<hq>\\?["']?)(?:http_)?(?:@HEADERS@)(?P=hq)
+    (?<![\w-])(?P<hq>\\?["']?)(?:http_)?(?:{header_names})(?P=hq)
     (?:[ \t]*[:=][ \t]*|(?<=["']),[ \t]*(?=\\?["']))
-    (?P<header_value>@LIST@|@QUOTED@|[^\r\n"'\\]+)
+    (?P<header_value>{_LIST_VALUE}|{_QUOTED_VALUE}|[^\r\n"'\\]+)
 )
 | (?P<url>
     # scheme://user:password@host: the password goes, up to the last "@" before the host
     # (an unescaped "@" in it must not leave the rest). The scheme starts a word, so a long
     # run of letters is scanned once, not once per letter.
-    (?<![a-z0-9+.-])[a-z][a-z0-9+.-]*://[^\s/?#:"\\<>\[\]{}]*:
-    (?P<url_value>[^\s/?#"\\<>\[\]{}]+)@
+    (?<![a-z0-9+.-])[a-z][a-z0-9+.-]*://[^\s/?#:"\\<>\[\]{{}}]*:
+    (?P<url_value>[^\s/?#"\\<>\[\]{{}}]+)@
 )
 | (?P<pem>
-    @PEM_BEGIN@(?P<pem_value>[\s\S]*?)(?:@PEM_END@|(?=\r?\n?\Z))
+    {_PEM_BEGIN}(?P<pem_value>[\s\S]*?)(?:{_PEM_END}|(?=\r?\n?\Z))
 )
-| (?P<jwt>(?P<jwt_value>(?-i:@JWT_START@eyJ@B64@{8,}\.@B64@*\.@B64@*(?:\.@B64@*\.@B64@*)?)))
+| (?P<jwt>(?P<jwt_value>(?-i:{_JWT_BOUNDARY}eyJ{_B64}{{8,}}\.{_B64}*\.{_B64}*(?:\.{_B64}*\.{_B64}*)?)))
 | (?P<vendor>
     (?P<vendor_value>(?-i:(?<![\w-])
         (?:whsec_[A-Za-z0-9+/=]+
-        |[sr]k_(?:live|test)_[A-Za-z0-9]{8,}
-        |gh[pousr]_[A-Za-z0-9]{30,}
-        |github_pat_[A-Za-z0-9_]{30,})
+        |[sr]k_(?:live|test)_[A-Za-z0-9]{{8,}}
+        |gh[pousr]_[A-Za-z0-9]{{30,}}
+        |github_pat_[A-Za-z0-9_]{{30,}})
     ))
 )
 | (?P<api_key>
     # <prefix>_<key id>_<secret>, "_" perhaps percent-encoded; the secret goes, whatever its
     # length beyond a few characters (a truncated key is still most of a key).
-    (?<![a-z0-9])(?:@KEY_PREFIXES@)(?:_|%5f)[a-z0-9]{1,32}(?:_|%5f)
-    (?P<api_key_value>[a-z0-9]{16,})
+    (?<![a-z0-9])(?:{prefixes})(?:_|%5f)[a-z0-9]{{1,32}}(?:_|%5f)
+    (?P<api_key_value>[a-z0-9]{{16,}})
 )
-| (?P<standard_sig>(?<![\w-])v1a?,(?P<standard_sig_value>[a-z0-9+/]{16,}={0,2}))
-| (?P<github_sig>(?<![\w-])sha(?:1|256|512)=(?P<github_sig_value>[0-9a-f]{32,}))
-| (?P<stripe_sig>(?<![\w-])v[01]=(?P<stripe_sig_value>[0-9a-f]{32,}))
+| (?P<standard_sig>(?<![\w-])v1a?,(?P<standard_sig_value>[a-z0-9+/]{{16,}}={{0,2}}))
+| (?P<github_sig>(?<![\w-])sha(?:1|256|512)=(?P<github_sig_value>[0-9a-f]{{32,}}))
+| (?P<stripe_sig>(?<![\w-])v[01]=(?P<stripe_sig_value>[0-9a-f]{{32,}}))
 | (?P<pair>
     # name=value, name: value, "name": value, 'name': value, name%3Dvalue (URL-encoded)
-    @KEY_START@(?P<kq>\\?["']?)(?P<pair_key>@NAME@)(?P=kq)
+    {_KEY_START}(?P<kq>\\?["']?)(?P<pair_key>{_NAME})(?P=kq)
     (?P<pair_sep>\s*=\s*|%3d|\s*:(?!//)\s*)
-    (?P<pair_value>@PEM@|@LIST@|@QUOTED@|[\[{]|@LONG@)
+    (?P<pair_value>{_PEM_BLOCK}|{_LIST_VALUE}|{_QUOTED_VALUE}|[\[{{]|{_LONG_VALUE})
 )
 | (?P<pair_tuple>
     # [('password', 'hunter2'), ...]: repr() of a MultiDict (request.args, request.form) or
     # of its .items() / .lists(). Only 2-tuples in a list, so that a tuple of field names
     # ("missing ('password', 'email')") stays readable. The one-character test first: cheap.
-    (?<=\()(?:(?<=[\[(]\()|(?<=,[ ]\())(?P<tq>\\?["'])(?P<pair_tuple_key>@NAME@)(?P=tq),[ \t]*
-    (?P<pair_tuple_value>@LIST@|@QUOTED@|@VALUE@)(?=[ \t]*\))
+    (?<=\()(?:(?<=[\[(]\()|(?<=,[ ]\())(?P<tq>\\?["'])(?P<pair_tuple_key>{_NAME})(?P=tq),[ \t]*
+    (?P<pair_tuple_value>{_LIST_VALUE}|{_QUOTED_VALUE}|{_VALUE_CHARS})(?=[ \t]*\))
 )
 | (?P<bearer>
     (?<![\w-])bearer[ \t]+
     (?P<bearer_value>
         # A word of prose, maybe hyphenated ("token-based") or ending a sentence ("tokens.").
-        (?!(?:@BEARER_PROSE@)(?:-[a-z]+)*\.*(?![a-z0-9._~+/=-]))
+        (?!(?:{prose})(?:-[a-z]+)*\.*(?![a-z0-9._~+/=-]))
         # Not a challenge's auth-param (Bearer realm="api", error=invalid_token).
         [a-z0-9._~+/-]+=*(?![a-z0-9._~+/="'-])
     )
 )
 | (?P<basic>
-    # The value must also decode to printable "user:password" (checked in _replace), and be
-    # 4 bytes or more ("a:bc"): words of prose ("basic Only") stay.
-    (?<![\w-])basic[ \t]+(?P<basic_value>(?-i:[A-Za-z0-9+/]{6,}={0,2}))(?![\w+/=.-])
+    # The value must also decode to printable "user:password" (checked in _replacement), and
+    # be 4 bytes or more ("a:bc"): words of prose ("basic Only") stay.
+    (?<![\w-])basic[ \t]+(?P<basic_value>(?-i:[A-Za-z0-9+/]{{6,}}={{0,2}}))(?![\w+/=.-])
 )
 """
-# A name: letters, digits and "-", "_", "." inside; 128 characters at most, so that a long
-# run of such characters costs a bounded look back, not a quadratic one.
-_NAME = r"[a-z0-9](?:[a-z0-9_.-]{0,126}[a-z0-9])?"
+
+
 # Where a value of a name that is part of a URL stands: after "?", "&", ";" or "/", plain or
 # percent-encoded. Such a value never holds a space.
 _IN_URL = re.compile(r"(?:[?&;/]|%3f|%26|%3b|%2f)\Z", re.IGNORECASE)
@@ -242,39 +264,9 @@ def _alternation(names: Iterable[str]) -> str:
     return "|".join("[-_.]?".join(map(re.escape, name.split("_"))) for name in unique) or _NOTHING
 
 
-def _compile(
-    template: str, headers: Iterable[str], key_prefixes: Iterable[str] = ()
-) -> re.Pattern[str]:
-    parts = {
-        "@HEADERS@": _alternation(headers),
-        "@KEY_PREFIXES@": "|".join(map(re.escape, key_prefixes)) or _NOTHING,
-        "@NAME@": _NAME,
-        "@LIST@": _LIST_VALUE,
-        "@PEM@": _PEM_BLOCK,
-        "@PEM_BEGIN@": _PEM_BEGIN,
-        "@PEM_END@": _PEM_END,
-        "@QUOTED@": _QUOTED_VALUE,
-        "@VALUE@": _VALUE_CHARS,
-        "@LONG@": _LONG_VALUE,
-        "@BEARER_PROSE@": _alternation(_BEARER_PROSE),
-        "@B64@": "[A-Za-z0-9_-]",
-        # Not inside a base64url run (each start would rescan the run: quadratic), but right
-        # after a percent-escape (Bearer%20eyJ..., token%3DeyJ...) or a backslash escape that
-        # a repr() wrote for a byte (b'\x80eyJ...', '\u00ffeyJ...').
-        "@JWT_START@": (
-            r"(?:(?<![A-Za-z0-9_-])|(?<=%[0-9A-Fa-f][0-9A-Fa-f])"
-            r"|(?<=\\x[0-9A-Fa-f][0-9A-Fa-f])|(?<=\\u[0-9A-Fa-f]{4}))"
-        ),
-        # A name starts a word (not after "." either: compound names are matched from their
-        # first part, and starting inside one again would make long dotted runs quadratic;
-        # nor inside a percent-escape), or follows an encoded "?", "&" or ";" (a URL inside a
-        # parameter).
-        "@KEY_START@": r"(?:(?<![\w.%-])|(?<=%3f)|(?<=%26)|(?<=%3b))",
-    }
-    for placeholder, text in parts.items():
-        template = template.replace(placeholder, text)
+def _compile(headers: Iterable[str], key_prefixes: Iterable[str] = ()) -> re.Pattern[str]:
     # ASCII: case-insensitive the way the cheap pre-check below is (no Unicode case folding).
-    return re.compile(template, re.IGNORECASE | re.VERBOSE | re.ASCII)
+    return re.compile(_pattern(headers, key_prefixes), re.IGNORECASE | re.VERBOSE | re.ASCII)
 
 
 # Literal text at least one of which every match contains (lower case). Most log lines have
@@ -341,7 +333,7 @@ class Redactor:
         headers = tuple(headers)
         prefixes = tuple(prefix.lower() for prefix in key_prefixes)
         self.marker = marker
-        self._pattern = _compile(_PATTERN, headers, prefixes)
+        self._pattern = _compile(headers, prefixes)
         compact = {_compact(key) for key in all_keys}
         self._prose_words = compact & {_compact(word) for word in PROSE_WORDS}
         self._exact = compact - self._prose_words
