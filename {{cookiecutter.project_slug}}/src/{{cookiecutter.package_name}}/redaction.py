@@ -201,7 +201,9 @@ def _pattern(headers: Iterable[str], key_prefixes: Iterable[str]) -> str:
 | (?P<pem>
     {_PEM_BEGIN}(?P<pem_value>[\s\S]*?)(?:{_PEM_END}|(?=\r?\n?\Z))
 )
-| (?P<jwt>(?P<jwt_value>(?-i:{_JWT_BOUNDARY}eyJ{_B64}{{8,}}\.{_B64}*\.{_B64}*(?:\.{_B64}*\.{_B64}*)?)))
+| (?P<jwt>(?P<jwt_value>(?-i:
+    {_JWT_BOUNDARY}eyJ{_B64}{{8,}}\.{_B64}*\.{_B64}*(?:\.{_B64}*\.{_B64}*)?
+)))
 | (?P<vendor>
     (?P<vendor_value>(?-i:(?<![\w-])
         (?:whsec_[A-Za-z0-9+/=]+
