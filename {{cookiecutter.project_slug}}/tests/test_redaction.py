@@ -26,6 +26,7 @@ from {{ cookiecutter.package_name }}.redaction import (
     RedactingFormatter,
     Redactor,
     install,
+    main,
     redact,
 )
 
@@ -317,6 +318,45 @@ REDACTED_EXACTLY = {
         json.dumps(f"/\xff{JWT}"),
         f'"/\\u00ff{MARKER}"',
     ),
+    "decoded text keeps its other bytes percent-encoded": (
+        "GET /caf%C3%A9?%61ccess_token=abc123 \u20ac",
+        "GET /caf%C3%A9?access_token=" + MARKER + " %E2%82%AC",
+    ),
+    "secret's name right after a query's ?": ("?token=abc def", f"?token={MARKER} def"),
+    "quoted name before a bare scalar": (
+        '{"n": 1, "code": 123}',
+        '{"n": 1, "code": "' + MARKER + '"}',
+    ),
+    "quoted name before a bare PEM block": (
+        f"'private_key': {pem('EC PRIVATE KEY')} loaded",
+        f"'private_key': '{MARKER}' loaded",
+    ),
+    "spaced JSON list under a secret's name": (
+        '{"password": [ "a", "b" ], "n": 1}',
+        '{"password": ["' + MARKER + '"], "n": 1}',
+    ),
+    "unclosed list under a secret's name": (
+        '{"password": ["a", "b',
+        '{"password": "' + MARKER + '"',
+    ),
+    "list of bytes under a secret's name": (
+        repr({"password": [b"a", b"b c"]}),
+        repr({"password": [MARKER.encode()]}),
+    ),
+    "bytes with spaces under a secret's name": (
+        repr({"password": b"a b", "secret": b"it's x"}),
+        "{'password': b'" + MARKER + "', 'secret': b\"" + MARKER + '"}',
+    ),
+    "escaped quotes in JSON inside JSON": (
+        json.dumps({"body": json.dumps({"password": "a, b", "user": "bob"})}),
+        json.dumps({"body": json.dumps({"password": MARKER, "user": "bob"})}),
+    ),
+    "empty quoted value in prose": ('password="" user=bob', f'password="{MARKER}" user=bob'),
+    "object with an escaped quote under a secret's name": (
+        json.dumps({"secret": {"a": 'x"}y'}, "ok": 1}),
+        json.dumps({"secret": MARKER, "ok": 1}),
+    ),
+    "object in prose under a secret's name": ("secret={X} after", f"secret={MARKER} after"),
     # Base64 that wraps a JWT, at any offset, standard or URL-safe.
     "base64 of a JWT": (
         f"blob {base64.b64encode(JWT.encode()).decode()} end",
@@ -325,6 +365,23 @@ REDACTED_EXACTLY = {
     "base64 of JSON holding a JWT": (
         "state=" + base64.b64encode(json.dumps({"next": "/x", "token": JWT}).encode()).decode(),
         f"state={MARKER}",
+    ),
+    "base64 of a JWT glued to a letter": (
+        f"blob {base64.b64encode(b'x' + JWT.encode()).decode()} end",
+        f"blob {MARKER} end",
+    ),
+    "base64 of a JWT, the run starting inside its blob": (
+        f"blob QUJ{base64.b64encode(JWT.encode() + b'!').decode()} end",
+        f"blob {MARKER} end",
+    ),
+    "unpadded URL-safe base64 of a JWT": (
+        "v " + base64.urlsafe_b64encode(b"\xfb" + JWT.encode() + b"\xff").decode().rstrip("="),
+        f"v {MARKER}",
+    ),
+    "another base64 run next to a wrapped JWT": (
+        f"{base64.b64encode(JWT.encode()).decode()} "
+        + base64.b64encode(b"password=hunter2 and more text").decode(),
+        f"{MARKER} {MARKER}",
     ),
     "URL-safe base64 of a JWT glued to other bytes": (
         "v " + base64.urlsafe_b64encode(b"\xfb\xff" + JWT.encode()).decode(),
@@ -336,6 +393,8 @@ REDACTED_EXACTLY = {
 @pytest.mark.parametrize(("text", "expected"), REDACTED_EXACTLY.values(), ids=REDACTED_EXACTLY)
 def test_secret_is_replaced_and_the_rest_kept(text: str, expected: str) -> None:
     assert redact(text) == expected
+    # A Redactor built now, not only the module's default one built at import.
+    assert Redactor().redact(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -392,14 +451,40 @@ UNTOUCHED = {
     "short words as names in prose": "exit code: 1, session: started, credentials: missing",
     "percent-encoded path without a secret": "GET /caf%C3%A9/x%20y?page=2 200",
     "base64 of text without a JWT": (
-        "blob " + base64.b64encode(b"eyJ is how JSON starts in base64, nothing else").decode()
+        "blob " + base64.b64encode(b"eyJ is how JSON starts in base64. Nothing else").decode()
     ),
+    "basic and base64 of text without a colon": "Basic dXNlcm5hbWU= is not user:password",
 }
 
 
 @pytest.mark.parametrize("text", UNTOUCHED.values(), ids=UNTOUCHED)
 def test_ordinary_text_is_untouched(text: str) -> None:
     assert redact(text) == text
+    assert Redactor().redact(text) == text
+
+
+def test_headers_and_keys_of_ones_own_whatever_their_separators() -> None:
+    custom = Redactor(headers=("X-Custom-Auth",), extra_keys=("one-time-pin",))
+    assert custom.redact("X-Custom-Auth: abc") == f"X-Custom-Auth: {MARKER}"
+    assert custom.redact("one_time_pin=1234&ok=1") == f"one_time_pin={MARKER}&ok=1"
+    assert custom.redact("oneTimePin: 1234") == f"oneTimePin: {MARKER}"
+
+
+def test_main_scrubs_stdin_line_by_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = pem("RSA PRIVATE KEY")
+    text = f"otp=123456\nloaded {key} ok\n-----BEGIN PRIVATE KEY-----\nMIIE\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    main(["otp"])
+    assert capsys.readouterr().out == (
+        f"otp={MARKER}\nloaded -----BEGIN RSA PRIVATE KEY-----{MARKER}\n"
+        f"-----END RSA PRIVATE KEY----- ok\n-----BEGIN PRIVATE KEY-----{MARKER}\n"
+    )
+    monkeypatch.setattr(sys, "argv", ["redaction", "otp"])
+    monkeypatch.setattr(sys, "stdin", io.StringIO("otp=1 pin=2\n"))
+    main()
+    assert capsys.readouterr().out == f"otp={MARKER} pin=2\n"
 
 
 def test_redaction_is_idempotent() -> None:
@@ -598,6 +683,46 @@ def test_nested_extra_fields_lose_everything_under_a_secrets_name() -> None:
     assert record.__dict__["credentials"] == MARKER
 
 
+def test_containers_deeper_than_four_levels_are_written_whole_and_redacted() -> None:
+    deep = {"a": [{"b": {"c": {"d": {"password": "p"}}}}]}
+    assert Redactor().redact_value(deep) == {"a": [{"b": {"c": repr({"d": {"password": MARKER}})}}]}
+    lists = [[[[[f"token={OPAQUE}"]]]]]
+    assert Redactor().redact_value(lists) == [[[[repr([f"token={MARKER}"])]]]]
+
+
+def test_a_secret_named_field_is_redacted_whatever_its_type() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "login", (), None)
+    record.__dict__.update(password=1234, pin_code=None, count=2)
+    RedactingFilter().filter(record)
+    assert record.__dict__["password"] == MARKER
+    assert record.__dict__["count"] == 2
+
+
+def test_private_fields_are_left_and_the_others_all_scrubbed() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "event", (), None)
+    private = {f"_internal{n}": f"token={OPAQUE}" for n in range(12)}
+    record.__dict__.update(private, callback=f"/cb?code={OPAQUE}", note=f"Bearer {OPAQUE}")
+    RedactingFilter().filter(record)
+    assert record.__dict__["callback"] == f"/cb?code={MARKER}"
+    assert record.__dict__["note"] == f"Bearer {MARKER}"
+    assert {name: record.__dict__[name] for name in private} == private
+
+
+def test_a_record_with_only_an_exception_text_is_scrubbed() -> None:
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), None)
+    record.exc_text = f"ValueError: password={PASSWORD}"
+    RedactingFilter().filter(record)
+    assert record.exc_text == f"ValueError: password={MARKER}"
+
+
+def test_a_record_passes_the_same_filter_twice() -> None:
+    redacting = RedactingFilter()
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "token=%s", (OPAQUE,), None)
+    assert redacting.filter(record) is True
+    assert redacting.filter(record) is True
+    assert record.getMessage() == f"token={MARKER}"
+
+
 def test_exception_message_and_cause(logged: tuple[logging.Logger, io.StringIO]) -> None:
     logger, stream = logged
     try:
@@ -629,7 +754,8 @@ def test_format_errors_do_not_leak_arguments() -> None:
         "x", logging.INFO, __file__, 1, "%d items", (f"token={OPAQUE}",), None
     )
     RedactingFilter().filter(record)
-    assert OPAQUE not in record.getMessage()
+    # The format and its arguments are kept, scrubbed: what the call meant to say stays.
+    assert record.getMessage() == f"%d items ('token={MARKER}',)"
 
 
 def test_non_string_message() -> None:
@@ -710,6 +836,14 @@ def test_redacting_formatter_scrubs_the_final_line() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("bob",), None)
     record.url = f"/x?token={OPAQUE}"
     assert formatter.format(record) == f"INFO hello bob /x?token={MARKER}"
+
+
+def test_redacting_formatter_takes_the_formatters_arguments_and_a_redactor() -> None:
+    formatter = RedactingFormatter(
+        "{levelname} {message}", style="{", redactor=Redactor(extra_keys=("otp",))
+    )
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "otp=%s", ("123456",), None)
+    assert formatter.format(record) == f"INFO otp={MARKER}"
 
 
 def test_filter_keeps_every_record() -> None:
@@ -881,7 +1015,7 @@ def test_only_keys_of_the_configured_prefixes_are_redacted(text: str) -> None:
 
 def test_install_takes_key_prefixes() -> None:
     handler = logging.StreamHandler(io.StringIO())
-    install(handler, key_prefixes=("myservice",))
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "key %s", (API_KEY,), None)
+    install(handler, key_prefixes=("myservice",), extra_keys=("otp",))
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "key %s otp=1", (API_KEY,), None)
     handler.filter(record)
-    assert record.getMessage() == f"key {KEPT}"
+    assert record.getMessage() == f"key {KEPT} otp={MARKER}"
