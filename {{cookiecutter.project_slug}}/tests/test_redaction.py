@@ -319,8 +319,9 @@ REDACTED_EXACTLY = {
         f'"/\\u00ff{MARKER}"',
     ),
     "decoded text keeps its other bytes percent-encoded": (
-        "GET /caf%C3%A9?%61ccess_token=abc123 \u20ac",
-        "GET /caf%C3%A9?access_token=" + MARKER + " %E2%82%AC",
+        # Ā is the first character past Latin-1; \udc80 is how os.fsdecode() keeps a byte.
+        "GET /caf%C3%A9?%61ccess_token=abc123 \u20ac \u0100 \udc80",
+        "GET /caf%C3%A9?access_token=" + MARKER + " %E2%82%AC %C4%80 %ED%B2%80",
     ),
     "secret's name right after a query's ?": ("?token=abc def", f"?token={MARKER} def"),
     "quoted name before a bare scalar": (
@@ -355,6 +356,19 @@ REDACTED_EXACTLY = {
     "object with an escaped quote under a secret's name": (
         json.dumps({"secret": {"a": 'x"}y'}, "ok": 1}),
         json.dumps({"secret": MARKER, "ok": 1}),
+    ),
+    "object with a value ending in an escaped quote": (
+        json.dumps({"secret": {"a": 'x"'}, "ok": 1}),
+        json.dumps({"secret": MARKER, "ok": 1}),
+    ),
+    "call-shaped repr under a secret's name": (
+        "{'secret': SecretValue('abc', n=(1, 2)), 'n': 1}",
+        f"{{'secret': '{MARKER}', 'n': 1}}",
+    ),
+    "quoted name, value cut at &": ('"code": abc&state=s1 ok', f'"code": "{MARKER}"&state=s1 ok'),
+    "header names written with underscores": (
+        "SET_COOKIE: sid=31d4d96e407aad42; Path=/; Secure",
+        f"SET_COOKIE: {MARKER}",
     ),
     "object in prose under a secret's name": ("secret={X} after", f"secret={MARKER} after"),
     # Base64 that wraps a JWT, at any offset, standard or URL-safe.
@@ -466,6 +480,7 @@ def test_ordinary_text_is_untouched(text: str) -> None:
 def test_headers_and_keys_of_ones_own_whatever_their_separators() -> None:
     custom = Redactor(headers=("X-Custom-Auth",), extra_keys=("one-time-pin",))
     assert custom.redact("X-Custom-Auth: abc") == f"X-Custom-Auth: {MARKER}"
+    assert custom.redact("X_CUSTOM_AUTH: abc") == f"X_CUSTOM_AUTH: {MARKER}"
     assert custom.redact("one_time_pin=1234&ok=1") == f"one_time_pin={MARKER}&ok=1"
     assert custom.redact("oneTimePin: 1234") == f"oneTimePin: {MARKER}"
 
@@ -474,12 +489,18 @@ def test_main_scrubs_stdin_line_by_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key = pem("RSA PRIVATE KEY")
-    text = f"otp=123456\nloaded {key} ok\n-----BEGIN PRIVATE KEY-----\nMIIE\n"
+    text = (
+        f"otp=123456\nloaded {key} ok\n"
+        "old -----END PRIVATE KEY----- new -----BEGIN PRIVATE KEY-----\nMIIE\n"
+        "-----END PRIVATE KEY-----\n-----BEGIN PRIVATE KEY-----\nMIIE\n"
+    )
     monkeypatch.setattr(sys, "stdin", io.StringIO(text))
     main(["otp"])
     assert capsys.readouterr().out == (
         f"otp={MARKER}\nloaded -----BEGIN RSA PRIVATE KEY-----{MARKER}\n"
-        f"-----END RSA PRIVATE KEY----- ok\n-----BEGIN PRIVATE KEY-----{MARKER}\n"
+        "-----END RSA PRIVATE KEY----- ok\n"
+        f"old -----END PRIVATE KEY----- new -----BEGIN PRIVATE KEY-----{MARKER}\n"
+        f"-----END PRIVATE KEY-----\n-----BEGIN PRIVATE KEY-----{MARKER}\n"
     )
     monkeypatch.setattr(sys, "argv", ["redaction", "otp"])
     monkeypatch.setattr(sys, "stdin", io.StringIO("otp=1 pin=2\n"))
@@ -1011,6 +1032,12 @@ def test_api_keys_of_a_configured_prefix_lose_their_secret(place: str) -> None:
 def test_only_keys_of_the_configured_prefixes_are_redacted(text: str) -> None:
     configured = Redactor(key_prefixes=("myservice",)) if text != API_KEY else Redactor()
     assert configured.redact(text) == text
+
+
+def test_several_prefixes() -> None:
+    both = Redactor(key_prefixes=("other", "myservice"))
+    assert both.redact(API_KEY) == KEPT
+    assert both.redact(f"other_{API_KEY_ID}_{API_KEY_SECRET}") == f"other_{API_KEY_ID}_{MARKER}"
 
 
 def test_install_takes_key_prefixes() -> None:

@@ -260,9 +260,10 @@ _TRANSLATE_SEPARATORS = str.maketrans("", "", "-_. ")
 
 
 def _alternation(names: Iterable[str]) -> str:
-    """Regex alternation of names, longest first; "-", "_" and "." between their words are
-    interchangeable and may be left out (x-api-key, X_API_KEY, xApiKey)."""
-    unique = sorted({name.lower().replace("-", "_") for name in names}, key=len, reverse=True)
+    """Regex alternation of names; "-", "_" and "." between their words are interchangeable
+    and may be left out (x-api-key, X_API_KEY, xApiKey). Order does not matter: what follows
+    a name in the pattern is required, so re backs off a shorter name to try a longer one."""
+    unique = sorted({name.replace("-", "_") for name in names})
     return "|".join("[-_.]?".join(map(re.escape, name.split("_"))) for name in unique) or _NOTHING
 
 
@@ -495,6 +496,9 @@ def _value_end(text: str, start: int, end: int, *, quoted_key: bool, name_at: in
         return _closing_bracket(text, start)
     if value[:1] in ("'", '"', "\\", "[") or value.startswith(("b'", 'b"', "-----")):
         return end
+    if text.startswith("(", end):
+        # A call-shaped repr, SecretStr('...'): its arguments are the value too.
+        return _closing_bracket(text, end)
     if quoted_key:
         scalar_end = _SCALAR_END.search(text, start, end)
         return scalar_end.start() if scalar_end else end
@@ -505,8 +509,9 @@ def _value_end(text: str, start: int, end: int, *, quoted_key: bool, name_at: in
 
 
 def _closing_bracket(text: str, start: int) -> int:
-    """The index just after the bracket that closes the one at start, quotes respected; the end
-    of the text when it never closes (what is left of a cut record is dropped, not shown)."""
+    """The index just after the bracket that closes the one at start ("(", "[" or "{"), quotes
+    respected; the end of the text when it never closes (what is left of a cut record is
+    dropped, not shown)."""
     depth = 0
     quote = ""
     index = start
@@ -519,9 +524,9 @@ def _closing_bracket(text: str, start: int) -> int:
                 quote = ""
         elif char in "\"'":
             quote = char
-        elif char in "[{":
+        elif char in "([{":
             depth += 1
-        elif char in "]}":
+        elif char in ")]}":
             depth -= 1
             if depth == 0:
                 return index + 1
@@ -552,10 +557,10 @@ def _percent_escape(match: re.Match[str]) -> str:
 
 def _base64_text(run: str) -> str | None:
     """The bytes a base64 run (standard or URL-safe, padding optional) stands for, as text."""
-    run = run.rstrip("=")
     try:
-        # The URL-safe decoder reads the standard alphabet too; the run holds nothing else.
-        raw = base64.urlsafe_b64decode(run + "=" * (-len(run) % 4))
+        # The URL-safe decoder reads the standard alphabet too (the run holds nothing else),
+        # and ignores padding beyond what it needs: "==" completes any run that has a length.
+        raw = base64.urlsafe_b64decode(run + "==")
     except binascii.Error:
         return None
     return raw.decode("latin-1")
@@ -567,8 +572,9 @@ def _is_basic_credentials(value: str) -> bool:
     Words of prose decode to bytes too, rarely to printable text with a colon in it.
     """
     try:
-        # The pattern let through only base64's alphabet: nothing for validate= to refuse.
-        decoded = base64.b64decode(value + "=" * (-len(value) % 4)).decode()
+        # The pattern let through only base64's alphabet: nothing for validate= to refuse;
+        # padding beyond what the decoder needs is ignored.
+        decoded = base64.b64decode(value + "==").decode()
     except (binascii.Error, UnicodeDecodeError):
         return False
     return ":" in decoded and decoded.isprintable()
@@ -727,8 +733,7 @@ def _blank(record: logging.LogRecord, marker: str) -> None:
     record.exc_text = None
     record.stack_info = None
     for name in record.__dict__.keys() - _RECORD_ATTRIBUTES:
-        if not name.startswith("_"):
-            record.__dict__[name] = marker
+        record.__dict__[name] = marker
 
 
 class _RedactedView(Mapping[str, object]):
