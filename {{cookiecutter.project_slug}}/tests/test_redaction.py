@@ -818,6 +818,18 @@ def test_gunicorn_access_atoms_keep_their_mapping() -> None:
     assert atoms["{authorization}i"] == f"Bearer {JWT}"
 
 
+def test_a_mapping_argument_without_secrets_stays_a_mapping() -> None:
+    # Formatters read single atoms from it (gunicorn's access format), secret or not.
+    atoms = {"h": "10.0.0.2", "s": "200"}
+    record = logging.LogRecord(
+        "gunicorn.access", logging.INFO, __file__, 1, "%(h)s", (atoms,), None
+    )
+    RedactingFilter().filter(record)
+    assert isinstance(record.args, Mapping)
+    assert record.args["s"] == "200"
+    assert record.getMessage() == "10.0.0.2"
+
+
 def test_install_on_the_root_logger_covers_child_loggers() -> None:
     root = logging.getLogger()
     stream = io.StringIO()
