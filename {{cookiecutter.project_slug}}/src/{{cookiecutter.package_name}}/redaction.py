@@ -445,7 +445,7 @@ class Redactor:
         while (match := self._pattern.search(text, position)) is not None:
             replacement, end = self._replacement(match)
             pieces += (text[position : match.start()], replacement)
-            position = max(end, match.start() + 1)
+            position = end  # past the match's start: no match is empty, no name either
         if not pieces:
             return text
         pieces.append(text[position:])
