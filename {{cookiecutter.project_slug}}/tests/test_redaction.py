@@ -398,6 +398,10 @@ REDACTED_EXACTLY = {
         + base64.b64encode(b"password=hunter2 and more text").decode(),
         f"{MARKER} {MARKER}",
     ),
+    "base64 that wraps no JWT stays closed, as the quick look cannot see into it": (
+        "token=abc&state=" + base64.b64encode(b"password=hunter2 and more text").decode(),
+        f"token={MARKER}&state=" + base64.b64encode(b"password=hunter2 and more text").decode(),
+    ),
     "URL-safe base64 of a JWT glued to other bytes": (
         "v " + base64.urlsafe_b64encode(b"\xfb\xff" + JWT.encode()).decode(),
         f"v {MARKER}",
