@@ -519,6 +519,14 @@ def test_gunicorn_writes_json_and_no_secrets(
             # HSTS goes on HTTPS answers only: it shows whether X-Forwarded-Proto was believed.
             believed = "Strict-Transport-Security" in answer.headers
             assert believed == (forwarded_allow_ips is None)
+        # Request lines gunicorn refuses itself: it logs them repr()-ed, a byte that is not
+        # ASCII written as an escape right before the secret, or the secret URL-encoded.
+        for target in (f"/\x80{JWT}", f"/\xff%20Bearer%20{OPAQUE}", f"/\xe9;password={PASSWORD}"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as refused:
+                refused.sendall(
+                    b"GET " + target.encode("latin-1") + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                )
+                assert refused.recv(64).startswith(b"HTTP/1.1 400 ")
     finally:
         server.terminate()
         stdout, stderr = server.communicate(timeout=30)
@@ -534,6 +542,10 @@ def test_gunicorn_writes_json_and_no_secrets(
     assert ours[0]["client"] == client
     error_lines = [json.loads(line) for line in error_log.read_text().splitlines()]
     assert any(line["logger"] == "gunicorn.error" for line in error_lines)
+    refusals = [
+        line["message"] for line in error_lines if "Invalid HTTP request" in line["message"]
+    ]
+    assert len(refusals) == 3
     app_access = [line for line in error_lines if line.get("request_id") == sent_id]
     assert [line["message"] for line in app_access] == ["GET /healthz 200"]
     assert [line["client"] for line in app_access] == [client]

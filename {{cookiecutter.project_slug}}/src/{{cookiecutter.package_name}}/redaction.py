@@ -55,7 +55,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
+    "INFIX_KEYS",
     "MARKER",
+    "PROSE_WORDS",
     "SENSITIVE_HEADERS",
     "SENSITIVE_KEYS",
     "SUFFIX_KEYS",
@@ -69,6 +71,8 @@ __all__ = [
 MARKER = "[REDACTED]"
 
 # Edit this tuple to add a key for the whole service (app and gunicorn use the defaults).
+# Names are compared normalised: case, "-", "_", "." and camelCase do not count, so
+# "access_token", "Access-Token" and "accessToken" are one name.
 SENSITIVE_KEYS: tuple[str, ...] = (
     "token",
     "access_token",
@@ -76,6 +80,7 @@ SENSITIVE_KEYS: tuple[str, ...] = (
     "id_token",
     "password",
     "passwd",
+    "pwd",
     "secret",
     "client_secret",
     "api_key",
@@ -84,13 +89,22 @@ SENSITIVE_KEYS: tuple[str, ...] = (
     "key",
     "signature",
     "code",
+    "session",
+    "sessionid",
+    "credentials",
 )
-# Keys that also match as the last part of a longer name (csrf_token, x-api-key, db_password).
+# Names that also count as the end of a longer name (csrf_token, x-api-key, dbPassword).
 # "key" and "code" are left out on purpose: sort_key, public_key, status_code and zip-code are
-# not secrets. For the same reason "key" and "code" only match as `key=...` or as a quoted key
-# (`"code": ...`), never as `code: ...` in prose ("exit code: 1").
+# not secrets.
 SUFFIX_KEYS: frozenset[str] = frozenset(
     {"token", "password", "passwd", "secret", "api_key", "apikey", "signature", "private_key"}
+)
+# Names that count anywhere in a longer name (aws_secret_access_key, password_hash).
+INFIX_KEYS: frozenset[str] = frozenset({"secret", "password", "passwd", "passphrase"})
+# Short, common words: a name only as `key=...` or as a quoted key (`"code": ...`), never as
+# `code: ...` in prose ("exit code: 1", "session: started").
+PROSE_WORDS: frozenset[str] = frozenset(
+    {"key", "code", "session", "sessionid", "pwd", "credentials"}
 )
 SENSITIVE_HEADERS: tuple[str, ...] = (
     "authorization",
@@ -104,6 +118,10 @@ SENSITIVE_HEADERS: tuple[str, ...] = (
     "stripe-signature",
 )
 
+# A value after "=" or ":", as far as it can reach: ";", "," and spaces included (a password
+# may hold them), up to the next "&", quote, bracket or `name=` / `name:`. How much of it is
+# the value depends on where it stands (see _value_end).
+_LONG_VALUE = r"""[^\s&'"\\<>()\[\]{}]+(?:[ \t]+(?![^\s=:&]*[=:])[^\s&'"\\<>()\[\]{}]+)*"""
 _VALUE_CHARS = r"""[^\s&;,'"\\<>()\[\]{}]+"""
 _QUOTED_VALUE = r"""
       b?"(?:[^"\\]|\\.)*"               # "double quoted", b"bytes"
@@ -114,7 +132,7 @@ _QUOTED_VALUE = r"""
 # items only, so that the marker itself ("[REDACTED]") is not taken for a list. Each item has
 # one way to match, so an unclosed list costs one pass and one step back per item; atomic, so
 # a matched list is never re-split when what follows it does not fit.
-_LIST_VALUE = r"""(?>\[\s*(?:@QUOTED@)(?:\s*,\s*(?:@QUOTED@))*\s*,?\s*\])"""
+_LIST_VALUE = rf"""(?>\[\s*(?:{_QUOTED_VALUE})(?:\s*,\s*(?:{_QUOTED_VALUE}))*\s*,?\s*\])"""
 # A PEM private key block (PKCS#1 "RSA", SEC 1 "EC", PKCS#8 "ENCRYPTED", "OPENSSH", PGP). The
 # body runs to the END line, or to the end of the text when a truncated record has none.
 _PEM_BEGIN = r"-----BEGIN[ ](?:[A-Z0-9]+[ ]){0,3}PRIVATE[ ]KEY(?:[ ]BLOCK)?-----"
@@ -132,136 +150,135 @@ _BEARER_PROSE: tuple[str, ...] = (
     "validation", "value", "verification", "was", "with",
 )  # fmt: skip
 _QUOTES = ('\\"', '"', "'")
-_KEY_QUOTE_GROUP = {"header": "hq", "pair": "kq", "short": "sq", "pair_tuple": "tq"}
+_KEY_QUOTE_GROUP = {"header": "hq", "pair": "kq", "pair_tuple": "tq"}
 _NOTHING = "(?!)"
 # Nested containers in extra fields are scrubbed this deep; deeper ones are str()-ed whole.
 _MAX_DEPTH = 4
 _NAMES_REMEMBERED = 1024
-# Each branch is a named group <kind> holding <kind>_value, the part that gets replaced; re
-# tries the branches at each position in order, so a header line wins over the bearer token
-# inside it, and a key=value over the JWT that is its value. Placeholders (@NAME@) instead of
-# an f-string: its doubled braces would clash with the template engine this file goes through.
-_PATTERN = r"""
+# Text is URL-decoded this many times over at most (%253F is "?" encoded twice).
+_MAX_DECODINGS = 3
+# A name: letters, digits and "-", "_", "." inside; 128 characters at most, so that a long
+# run of such characters costs a bounded look back, not a quadratic one.
+_NAME = r"[a-z0-9](?:[a-z0-9_.-]{0,126}[a-z0-9])?"
+_B64 = "[A-Za-z0-9_-]"
+# Not inside a base64url run (each start would rescan the run: quadratic), but right after a
+# percent-escape (Bearer%20eyJ..., token%3DeyJ...) or a backslash escape that a repr() wrote
+# for a byte (b'\x80eyJ...', '\u00ffeyJ...').
+_JWT_BOUNDARY = (
+    r"(?:(?<![A-Za-z0-9_-])|(?<=%[0-9A-Fa-f][0-9A-Fa-f])"
+    r"|(?<=\\x[0-9A-Fa-f][0-9A-Fa-f])|(?<=\\u[0-9A-Fa-f]{4}))"
+)
+# A name starts a word (not after "." either: compound names are matched from their first
+# part, and starting inside one again would make long dotted runs quadratic; nor inside a
+# percent-escape), or follows an encoded "?", "&" or ";" (a URL inside a parameter).
+_KEY_START = r"(?:(?<![\w.%-])|(?<=%3f)|(?<=%26)|(?<=%3b))"
+
+
+def _pattern(headers: Iterable[str], key_prefixes: Iterable[str]) -> str:
+    """The one pattern redact() runs (verbose syntax; braces doubled, this is an f-string).
+
+    Each branch is a named group <kind> holding <kind>_value, the part that gets replaced; re
+    tries the branches at each position in order: a header line wins over the bearer token
+    inside it, a URL or signature over the `name=` or `name:` it begins with. Which names hold
+    secrets is decided by Redactor.is_sensitive_key, not here.
+    """
+    header_names = _alternation(headers)
+    prefixes = "|".join(map(re.escape, key_prefixes)) or _NOTHING
+    prose = _alternation(_BEARER_PROSE)
+    return rf"""
 (?P<header>
-    (?<![\w-])(?P<hq>\\?["']?)(?:http_)?(?:@HEADERS@)(?P=hq)
+    (?<![\w-])(?P<hq>\\?["']?)(?:http_)?(?:{header_names})(?P=hq)
     (?:[ \t]*[:=][ \t]*|(?<=["']),[ \t]*(?=\\?["']))
-    (?P<header_value>@LIST@|@QUOTED@|[^\r\n"'\\]+)
-)
-| (?P<pair>
-    @KEY_START@(?P<kq>\\?["']?)
-    (?:(?:[a-z0-9]+[-_.])+(?:@SUFFIX_KEYS@)|@PLAIN_KEYS@)
-    (?P=kq)(?:\s*[:=]\s*|%3d)
-    (?P<pair_value>@PEM@|@LIST@|@QUOTED@|@VALUE@)
-)
-| (?P<short>
-    @KEY_START@
-    (?:(?P<sq>\\?["'])(?:@SHORT_KEYS@)(?P=sq)\s*[:=]\s*|(?:@SHORT_KEYS@)(?:=|%3d))
-    (?P<short_value>@PEM@|@LIST@|@QUOTED@|@VALUE@)
-)
-| (?P<pair_tuple>
-    # [('password', 'hunter2'), ...]: repr() of a MultiDict (request.args, request.form) or
-    # of its .items() / .lists(). Only 2-tuples in a list, so that a tuple of field names
-    # ("missing ('password', 'email')") stays readable. The one-character test first: cheap.
-    (?<=\()(?:(?<=[\[(]\()|(?<=,[ ]\())(?P<tq>\\?["'])
-    (?:(?:[a-z0-9]+[-_.])+(?:@SUFFIX_KEYS@)|@PLAIN_KEYS@|@SHORT_KEYS@)
-    (?P=tq),[ \t]*
-    (?P<pair_tuple_value>@LIST@|@QUOTED@|@VALUE@)(?=[ \t]*\))
-)
-| (?P<bearer>
-    (?<![\w-])bearer[ \t]+
-    (?P<bearer_value>
-        # A word of prose, maybe hyphenated ("token-based") or ending a sentence ("tokens.").
-        (?!(?:@BEARER_PROSE@)(?:-[a-z]+)*\.*(?![a-z0-9._~+/=-]))
-        # Not a challenge's auth-param (Bearer realm="api", error=invalid_token).
-        [a-z0-9._~+/-]+=*(?![a-z0-9._~+/="'-])
-    )
-)
-| (?P<basic>
-    # The value must also decode to printable "user:password" (checked in _replace), and be
-    # 4 bytes or more ("a:bc"): words of prose ("basic Only") stay.
-    (?<![\w-])basic[ \t]+(?P<basic_value>(?-i:[A-Za-z0-9+/]{6,}={0,2}))(?![\w+/=.-])
+    (?P<header_value>{_LIST_VALUE}|{_QUOTED_VALUE}|[^\r\n"'\\]+)
 )
 | (?P<url>
     # scheme://user:password@host: the password goes, up to the last "@" before the host
     # (an unescaped "@" in it must not leave the rest). The scheme starts a word, so a long
     # run of letters is scanned once, not once per letter.
-    (?<![a-z0-9+.-])[a-z][a-z0-9+.-]*://[^\s/?#:"\\<>\[\]{}]*:
-    (?P<url_value>[^\s/?#"\\<>\[\]{}]+)@
+    (?<![a-z0-9+.-])[a-z][a-z0-9+.-]*://[^\s/?#:"\\<>\[\]{{}}]*:
+    (?P<url_value>[^\s/?#"\\<>\[\]{{}}]+)@
 )
 | (?P<pem>
-    @PEM_BEGIN@(?P<pem_value>[\s\S]*?)(?:@PEM_END@|(?=\r?\n?\Z))
+    {_PEM_BEGIN}(?P<pem_value>[\s\S]*?)(?:{_PEM_END}|(?=\r?\n?\Z))
 )
-| (?P<jwt>(?P<jwt_value>(?-i:@JWT_START@eyJ@B64@{8,}\.@B64@*\.@B64@*(?:\.@B64@*\.@B64@*)?)))
+| (?P<jwt>(?P<jwt_value>(?-i:
+    {_JWT_BOUNDARY}eyJ{_B64}{{8,}}\.{_B64}*\.{_B64}*(?:\.{_B64}*\.{_B64}*)?
+)))
 | (?P<vendor>
     (?P<vendor_value>(?-i:(?<![\w-])
         (?:whsec_[A-Za-z0-9+/=]+
-        |[sr]k_(?:live|test)_[A-Za-z0-9]{8,}
-        |gh[pousr]_[A-Za-z0-9]{30,}
-        |github_pat_[A-Za-z0-9_]{30,})
+        |[sr]k_(?:live|test)_[A-Za-z0-9]{{8,}}
+        |gh[pousr]_[A-Za-z0-9]{{30,}}
+        |github_pat_[A-Za-z0-9_]{{30,}})
     ))
 )
 | (?P<api_key>
     # <prefix>_<key id>_<secret>, "_" perhaps percent-encoded; the secret goes, whatever its
     # length beyond a few characters (a truncated key is still most of a key).
-    (?<![a-z0-9])(?:@KEY_PREFIXES@)(?:_|%5f)[a-z0-9]{1,32}(?:_|%5f)
-    (?P<api_key_value>[a-z0-9]{16,})
+    (?<![a-z0-9])(?:{prefixes})(?:_|%5f)[a-z0-9]{{1,32}}(?:_|%5f)
+    (?P<api_key_value>[a-z0-9]{{16,}})
 )
-| (?P<standard_sig>(?<![\w-])v1a?,(?P<standard_sig_value>[a-z0-9+/]{16,}={0,2}))
-| (?P<github_sig>(?<![\w-])sha(?:1|256|512)=(?P<github_sig_value>[0-9a-f]{32,}))
-| (?P<stripe_sig>(?<![\w-])v[01]=(?P<stripe_sig_value>[0-9a-f]{32,}))
+| (?P<standard_sig>(?<![\w-])v1a?,(?P<standard_sig_value>[a-z0-9+/]{{16,}}={{0,2}}))
+| (?P<github_sig>(?<![\w-])sha(?:1|256|512)=(?P<github_sig_value>[0-9a-f]{{32,}}))
+| (?P<stripe_sig>(?<![\w-])v[01]=(?P<stripe_sig_value>[0-9a-f]{{32,}}))
+| (?P<pair>
+    # name=value, name: value, "name": value, 'name': value, name%3Dvalue (URL-encoded)
+    {_KEY_START}(?P<kq>\\?["']?)(?P<pair_key>{_NAME})(?P=kq)
+    (?P<pair_sep>\s*=\s*|%3d|\s*:(?!//)\s*)
+    (?P<pair_value>{_PEM_BLOCK}|{_LIST_VALUE}|{_QUOTED_VALUE}|[\[{{]|{_LONG_VALUE})
+)
+| (?P<pair_tuple>
+    # [('password', 'hunter2'), ...]: repr() of a MultiDict (request.args, request.form) or
+    # of its .items() / .lists(). Only 2-tuples in a list, so that a tuple of field names
+    # ("missing ('password', 'email')") stays readable. The one-character test first: cheap.
+    (?<=\()(?:(?<=[\[(]\()|(?<=,[ ]\())(?P<tq>\\?["'])(?P<pair_tuple_key>{_NAME})(?P=tq),[ \t]*
+    (?P<pair_tuple_value>{_LIST_VALUE}|{_QUOTED_VALUE}|{_VALUE_CHARS})(?=[ \t]*\))
+)
+| (?P<bearer>
+    (?<![\w-])bearer[ \t]+
+    (?P<bearer_value>
+        # A word of prose, maybe hyphenated ("token-based") or ending a sentence ("tokens.").
+        (?!(?:{prose})(?:-[a-z]+)*\.*(?![a-z0-9._~+/=-]))
+        # Not a challenge's auth-param (Bearer realm="api", error=invalid_token).
+        [a-z0-9._~+/-]+=*(?![a-z0-9._~+/="'-])
+    )
+)
+| (?P<basic>
+    # The value must also decode to printable "user:password" (checked in _replacement), and
+    # be 4 bytes or more ("a:bc"): words of prose ("basic Only") stay.
+    (?<![\w-])basic[ \t]+(?P<basic_value>(?-i:[A-Za-z0-9+/]{{6,}}={{0,2}}))(?![\w+/=.-])
+)
 """
-# A whole field name or dict key that holds a secret; also gunicorn atoms like {cookie}i.
-_KEY_PATTERN = r"""
-\{?(?:@PLAIN_KEYS@|@SHORT_KEYS@|(?:[a-z0-9]+[-_.])+(?:@SUFFIX_KEYS@)|(?:http_)?(?:@HEADERS@))
-(?:\}[ioe])?
-"""
+
+
+# Where a value of a name that is part of a URL stands: after "?", "&", ";" or "/", plain or
+# percent-encoded. Such a value never holds a space.
+_IN_URL = re.compile(r"(?:[?&;/]|%3f|%26|%3b|%2f)\Z", re.IGNORECASE)
+_SCALAR_END = re.compile(r"""[\s,}\])]""")
+_WHITE_SPACE = re.compile(r"\s")
+_TRANSLATE_SEPARATORS = str.maketrans("", "", "-_. ")
 
 
 def _alternation(names: Iterable[str]) -> str:
-    """Regex alternation of names, longest first, with '-' and '_' interchangeable."""
-    unique = sorted({name.lower().replace("-", "_") for name in names}, key=len, reverse=True)
-    return "|".join(re.escape(name).replace("_", "[-_]") for name in unique) or _NOTHING
+    """Regex alternation of names; "-", "_" and "." between their words are interchangeable
+    and may be left out (x-api-key, X_API_KEY, xApiKey). Order does not matter: what follows
+    a name in the pattern is required, so re backs off a shorter name to try a longer one."""
+    unique = sorted({name.replace("-", "_") for name in names})
+    return "|".join("[-_.]?".join(map(re.escape, name.split("_"))) for name in unique) or _NOTHING
 
 
-def _compile(
-    template: str, keys: Iterable[str], headers: Iterable[str], key_prefixes: Iterable[str] = ()
-) -> re.Pattern[str]:
-    keys = {key.lower().replace("-", "_") for key in keys}
-    short = keys & {"key", "code"}
-    parts = {
-        "@HEADERS@": _alternation(headers),
-        "@KEY_PREFIXES@": "|".join(map(re.escape, key_prefixes)) or _NOTHING,
-        "@PLAIN_KEYS@": _alternation(keys - short),
-        "@SHORT_KEYS@": _alternation(short),
-        "@SUFFIX_KEYS@": _alternation(keys & SUFFIX_KEYS),
-        "@LIST@": _LIST_VALUE,
-        "@PEM@": _PEM_BLOCK,
-        "@PEM_BEGIN@": _PEM_BEGIN,
-        "@PEM_END@": _PEM_END,
-        "@QUOTED@": _QUOTED_VALUE,
-        "@VALUE@": _VALUE_CHARS,
-        "@BEARER_PROSE@": _alternation(_BEARER_PROSE),
-        "@B64@": "[A-Za-z0-9_-]",
-        # Not inside a base64url run (each start would rescan the run: quadratic), but right
-        # after a percent-escape (Bearer%20eyJ..., token%3DeyJ...).
-        "@JWT_START@": "(?:(?<![A-Za-z0-9_-])|(?<=%[0-9A-Fa-f][0-9A-Fa-f]))",
-        # A key starts a word (not after "." either: compound names are matched from their
-        # first part, and starting inside one again would make long dotted runs quadratic),
-        # or follows an encoded "?" or "&" (a URL inside a parameter).
-        "@KEY_START@": r"(?:(?<![\w.-])|(?<=%3f)|(?<=%26))",
-    }
-    for placeholder, text in parts.items():
-        template = template.replace(placeholder, text)
+def _compile(headers: Iterable[str], key_prefixes: Iterable[str] = ()) -> re.Pattern[str]:
     # ASCII: case-insensitive the way the cheap pre-check below is (no Unicode case folding).
-    return re.compile(template, re.IGNORECASE | re.VERBOSE | re.ASCII)
+    return re.compile(_pattern(headers, key_prefixes), re.IGNORECASE | re.VERBOSE | re.ASCII)
 
 
 # Literal text at least one of which every match contains (lower case). Most log lines have
 # none of them, and looking for them is far cheaper than running the pattern over the line.
+# The last three are in every base64 of text holding "eyJ" (a JWT), whatever its offset.
 _FIXED_TRIGGERS = (
     "bearer", "eyj", "whsec_", "k_live_", "k_test_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
     "github_pat_", "v1,", "v1a,", "v1=", "v0=", "sha1=", "sha256=", "sha512=", "basic", "://",
-    "private key",
+    "private key", "zxlk", "v5s", "leu",
 )  # fmt: skip
 # Every match holds one of "=", ":", "," or "%" (a key and its value, a header, a signature,
 # a URL), except the matches of these few triggers. Text without any of those characters, such
@@ -270,14 +287,21 @@ _FIXED_TRIGGERS = (
 _LONE_TRIGGERS = tuple(word for word in _FIXED_TRIGGERS if not any(c in word for c in "=:,%"))
 _LONE_WORDS = tuple(word for word in _LONE_TRIGGERS if "_" not in word)
 _LONE_UNDERSCORED = tuple(word for word in _LONE_TRIGGERS if "_" in word)
+# Base64 (standard or URL-safe) long enough to hold a JWT, and what base64 of "eyJ" looks like
+# at each of the three offsets it can start at.
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}")
+_BASE64_OF_EYJ = ("ZXlK", "V5S", "leU")
+_JWT_START = re.compile(r"eyJ[A-Za-z0-9_-]{8}")
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
 
 
 def _triggers(keys: Iterable[str], headers: Iterable[str]) -> tuple[str, ...]:
     """Words one of which is in any text the pattern can match.
 
-    Any one part of a name must be present for the name to match ("-"/"_" vary, parts don't);
-    prefer a part that is a key itself (access_token -> token: "access" is in every access
-    line), and drop a word that contains another one (its presence implies the other's).
+    Any one word of a name must be present for the name to count (separators vary, words
+    don't); prefer a word that is a key itself (access_token -> token: "access" is in every
+    access line), and drop a word that contains another one (its presence implies the other's).
     """
     keys = {key.lower().replace("-", "_") for key in keys}
     words = set(_FIXED_TRIGGERS)
@@ -285,6 +309,15 @@ def _triggers(keys: Iterable[str], headers: Iterable[str]) -> tuple[str, ...]:
         parts = [part for part in name.split("_") if part]
         words.add(next((part for part in parts if part in keys), max(parts, key=len)))
     return tuple(sorted(w for w in words if not any(o != w and o in w for o in words)))
+
+
+def _compact(name: str) -> str:
+    """A name as compared: lower case, without separators, without the wrapping of WSGI
+    environ keys (HTTP_AUTHORIZATION) and gunicorn atoms ({authorization}i)."""
+    name = name.lower()
+    if name.startswith("{") and name[-2:-1] == "}":
+        name = name[1:-2]
+    return name.removeprefix("http_").translate(_TRANSLATE_SEPARATORS)
 
 
 class Redactor:
@@ -303,12 +336,17 @@ class Redactor:
         headers = tuple(headers)
         prefixes = tuple(prefix.lower() for prefix in key_prefixes)
         self.marker = marker
-        self._pattern = _compile(_PATTERN, all_keys, headers, prefixes)
-        self._key_pattern = _compile(_KEY_PATTERN, all_keys, headers)
+        self._pattern = _compile(headers, prefixes)
+        compact = {_compact(key) for key in all_keys}
+        self._prose_words = compact & {_compact(word) for word in PROSE_WORDS}
+        self._exact = compact - self._prose_words
+        self._suffixes = tuple(compact & {_compact(key) for key in SUFFIX_KEYS})
+        self._infixes = tuple(_compact(key) for key in INFIX_KEYS)
+        self._headers = frozenset(_compact(header) for header in headers)
         # A plain literal alternation over lower-cased text: much cheaper than the full pattern.
-        triggers = (*_triggers(all_keys, headers), *(f"{p}_" for p in prefixes),
-                    *(f"{p}%5f" for p in prefixes))  # fmt: skip
-        self._triggers = re.compile("|".join(map(re.escape, triggers)))
+        triggers = {*_triggers(all_keys, headers), *self._infixes,
+                    *(f"{p}_" for p in prefixes), *(f"{p}%5f" for p in prefixes)}  # fmt: skip
+        self._triggers = re.compile("|".join(map(re.escape, sorted(triggers))))
         # API keys stand alone in paths and messages, with no key name or separator before them.
         self._lone_underscored = (*_LONE_UNDERSCORED, *(f"{p}_" for p in prefixes))
         # The same few field and header names come back on every line; bounded, since header
@@ -320,10 +358,24 @@ class Redactor:
         }
 
     def redact(self, text: str) -> str:
-        """Return text with every secret value replaced by the marker."""
+        """Return text with every secret value replaced by the marker.
+
+        Text is also looked at URL-decoded (the secret in `/me%3Faccess_token%3D...`) and base64
+        wrappers that hold a JWT are opened; when decoding shows a secret the raw text hid,
+        the decoded text is returned, scrubbed, with what is not printable ASCII re-encoded.
+        """
         if not self.might_hold_secrets(text):
             return text
-        return self._pattern.sub(self._replace, text)
+        redacted = self._redact_once(text)
+        if "%" in redacted:
+            decoded = _percent_decoded(redacted)
+            if decoded != redacted:
+                scrubbed = self._redact_once(decoded)
+                if scrubbed != decoded:
+                    redacted = _NOT_PRINTABLE_ASCII.sub(_percent_escape, scrubbed)
+        if any(marker in redacted for marker in _BASE64_OF_EYJ):
+            redacted = _BASE64_RUN.sub(self._replace_wrapped_secret, redacted)
+        return redacted
 
     def might_hold_secrets(self, text: str) -> bool:
         """False when redact() would certainly return text unchanged: a cheap first look.
@@ -333,6 +385,8 @@ class Redactor:
         """
         lowered = text.lower()
         if "=" in lowered or ":" in lowered or "," in lowered or "%" in lowered:
+            if "%" in lowered:
+                lowered = _percent_decoded(lowered)
             return self._triggers.search(lowered) is not None
         for word in _LONE_WORDS:
             if word in lowered:
@@ -347,13 +401,18 @@ class Redactor:
         """True when a field or dict key of this name holds a secret (its value is dropped)."""
         sensitive = self._sensitive_names.get(name)
         if sensitive is None:
-            sensitive = self._match_key(name)
+            sensitive = self._names_a_secret(name, in_prose=False)
             if len(self._sensitive_names) < _NAMES_REMEMBERED:
                 self._sensitive_names[name] = sensitive
         return sensitive
 
-    def _match_key(self, name: str) -> bool:
-        return self._key_pattern.fullmatch(name) is not None
+    def _names_a_secret(self, name: str, *, in_prose: bool) -> bool:
+        compact = _compact(name)
+        if compact in self._exact or compact in self._headers:
+            return True
+        if compact in self._prose_words:
+            return not in_prose
+        return compact.endswith(self._suffixes) or any(word in compact for word in self._infixes)
 
     def redact_value(self, value: Any, depth: int = 0) -> Any:
         """Redact a log argument or extra field, keeping numbers and containers' shapes."""
@@ -377,18 +436,134 @@ class Redactor:
             text = f"<unprintable {type(value).__name__}>"
         return self.redact(text)
 
-    def _replace(self, match: re.Match[str]) -> str:
+    def _redact_once(self, text: str) -> str:
+        """One pass of the pattern. A match may end where the pattern could not tell (the end
+        of a bracketed value) or sooner (a name that holds no secret: its value is looked at
+        again, as text of its own), so the loop moves on from where each match says."""
+        pieces: list[str] = []
+        position = 0
+        while (match := self._pattern.search(text, position)) is not None:
+            replacement, end = self._replacement(match)
+            pieces += (text[position : match.start()], replacement)
+            position = end  # past the match's start: no match is empty, no name either
+        if not pieces:
+            return text
+        pieces.append(text[position:])
+        return "".join(pieces)
+
+    def _replacement(self, match: re.Match[str]) -> tuple[str, int]:
+        """What replaces a match, and where to look on from."""
         kind = match.lastgroup or ""
-        value_group = self._value_group[kind]
-        if kind == "basic" and not _is_basic_credentials(match.group(value_group)):
-            return match.group()
-        start, end = match.span(value_group)
-        key_quote = match.group(_KEY_QUOTE_GROUP[kind]) if kind in _KEY_QUOTE_GROUP else ""
-        opening, closing = _quotes_of(match.group(value_group), key_quote or "")
         text = match.string
-        return (
-            f"{text[match.start() : start]}{opening}{self.marker}{closing}{text[end : match.end()]}"
-        )
+        start, end = match.span(self._value_group[kind])
+        key_quote = match.group(_KEY_QUOTE_GROUP[kind]) if kind in _KEY_QUOTE_GROUP else ""
+        resume, rest = match.end(), text[end : match.end()]
+        if kind in ("pair", "pair_tuple"):
+            in_prose = kind == "pair" and not key_quote and ":" in match.group("pair_sep")
+            if not self._names_a_secret(match.group(f"{kind}_key"), in_prose=in_prose):
+                # Not a secret's name: its value is looked at as text of its own.
+                return text[match.start() : start], start
+            end = _value_end(text, start, end, quoted_key=bool(key_quote), name_at=match.start())
+            resume, rest = end, ""
+        elif kind == "basic" and not _is_basic_credentials(match.group("basic_value")):
+            return match.group(), match.end()
+        opening, closing = _quotes_of(text[start:end], key_quote or "")
+        return f"{text[match.start() : start]}{opening}{self.marker}{closing}{rest}", resume
+
+    def _replace_wrapped_secret(self, match: re.Match[str]) -> str:
+        run = match.group()
+        # The run may start anywhere in the blob it belongs to: try each of base64's offsets.
+        for offset in range(4):
+            decoded = _base64_text(run[offset:])
+            if decoded is None:
+                continue
+            # A JWT glued to other bytes has no word boundary for the pattern to find.
+            if (_JWT_START.search(decoded) and "." in decoded) or self.redact(decoded) != decoded:
+                return self.marker
+        return run
+
+
+def _value_end(text: str, start: int, end: int, *, quoted_key: bool, name_at: int) -> int:
+    """Where the value of a secret's name ends; the pattern matched it from start to end.
+
+    A bracket opens a whole object or list, to its closing bracket (or the end of the text);
+    a quoted value ends with its quote. Otherwise: after a quoted name (JSON, a dict repr) the
+    value is a scalar, up to "," or a bracket; in a URL, up to white space; in prose, as far as
+    the pattern reached (";", "," and spaces included, up to the next `name=`).
+    """
+    value = text[start:end]
+    if value in ("[", "{"):
+        return _closing_bracket(text, start)
+    if value[:1] in ("'", '"', "\\", "[") or value.startswith(("b'", 'b"', "-----")):
+        return end
+    if text.startswith("(", end):
+        # A call-shaped repr, SecretStr('...'): its arguments are the value too.
+        return _closing_bracket(text, end)
+    if quoted_key:
+        scalar_end = _SCALAR_END.search(text, start, end)
+        return scalar_end.start() if scalar_end else end
+    if _IN_URL.search(text, max(0, name_at - 3), name_at):
+        space = _WHITE_SPACE.search(text, start, end)
+        return space.start() if space else end
+    return end
+
+
+def _closing_bracket(text: str, start: int) -> int:
+    """The index just after the bracket that closes the one at start ("(", "[" or "{"), quotes
+    respected; the end of the text when it never closes (what is left of a cut record is
+    dropped, not shown)."""
+    depth = 0
+    quote = ""
+    index = start
+    while index < len(text):
+        char = text[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return len(text)
+
+
+def _percent_decoded(text: str) -> str:
+    """text URL-decoded until it no longer changes (a few times at most), byte for byte."""
+    for _ in range(_MAX_DECODINGS):
+        if _PERCENT_ESCAPE.search(text) is None:
+            break
+        text = _PERCENT_ESCAPE.sub(_percent_unescape, text)
+    return text
+
+
+def _percent_unescape(match: re.Match[str]) -> str:
+    return chr(int(match.group()[1:], 16))
+
+
+def _percent_escape(match: re.Match[str]) -> str:
+    """A character that is not printable ASCII, percent-encoded: its byte when decoding made
+    it (one per escape), else its UTF-8."""
+    char = match.group()
+    raw = char.encode("latin-1") if ord(char) < 0x100 else char.encode("utf-8", "surrogatepass")
+    return "".join(f"%{byte:02X}" for byte in raw)
+
+
+def _base64_text(run: str) -> str | None:
+    """The bytes a base64 run (standard or URL-safe, padding optional) stands for, as text."""
+    try:
+        # The URL-safe decoder reads the standard alphabet too (the run holds nothing else),
+        # and ignores padding beyond what it needs: "==" completes any run that has a length.
+        raw = base64.urlsafe_b64decode(run + "==")
+    except binascii.Error:
+        return None
+    return raw.decode("latin-1")
 
 
 def _is_basic_credentials(value: str) -> bool:
@@ -397,7 +572,9 @@ def _is_basic_credentials(value: str) -> bool:
     Words of prose decode to bytes too, rarely to printable text with a colon in it.
     """
     try:
-        decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode()
+        # The pattern let through only base64's alphabet: nothing for validate= to refuse;
+        # padding beyond what the decoder needs is ignored.
+        decoded = base64.b64decode(value + "==").decode()
     except (binascii.Error, UnicodeDecodeError):
         return False
     return ":" in decoded and decoded.isprintable()
@@ -411,11 +588,11 @@ def _quotes_of(value: str, key_quote: str) -> tuple[str, str]:
     """
     if value.startswith("[") and value.endswith("]"):
         item = value[1:].lstrip()
-        prefix = item[:1] if item[:1] in "bB" else ""
+        prefix = item[:1] if item[:1] == "b" else ""
         for quote in _QUOTES:
             if item.startswith(quote, len(prefix)):
                 return f"[{prefix}{quote}", f"{quote}]"
-    body = value[1:] if value[:1] in "bB" and value[1:2] in "\"'" else value
+    body = value[1:] if value[:1] == "b" and value[1:2] in "\"'" else value
     prefix = value[: len(value) - len(body)]
     for quote in _QUOTES:
         if len(body) >= 2 * len(quote) and body.startswith(quote) and body.endswith(quote):
@@ -556,8 +733,7 @@ def _blank(record: logging.LogRecord, marker: str) -> None:
     record.exc_text = None
     record.stack_info = None
     for name in record.__dict__.keys() - _RECORD_ATTRIBUTES:
-        if not name.startswith("_"):
-            record.__dict__[name] = marker
+        record.__dict__[name] = marker
 
 
 class _RedactedView(Mapping[str, object]):
