@@ -1,6 +1,7 @@
 """This service against the stack a tutorial would build, in one alternating run.
 
     python benchmarks/vs_tutorial.py [--duration 8] [--rounds 3] [--connections 32]
+        [--replay-store-url redis://127.0.0.1:6379/0]
 
 Two stacks run side by side on free ports, both behind nginx over TLS with the bake's
 certificate, both checking the same tokens and webhook deliveries:
@@ -312,8 +313,9 @@ def wait_until_healthy(target: Target, log: Path) -> None:
 
 
 @contextlib.contextmanager
-def service_stack() -> Iterator[LiveStack]:
-    """scripts/devstack in production, every log on, rate limiting off, gunicorn as shipped."""
+def service_stack(replay_store_url: str = "") -> Iterator[LiveStack]:
+    """scripts/devstack in production, every log on, rate limiting off, gunicorn as shipped;
+    webhook ids recorded in the default SQLite file unless replay_store_url names another."""
     cert, key, ca = bake_certificates()
     state = Path(tempfile.mkdtemp(prefix="bench-"))
     stack = launch_stack(
@@ -330,6 +332,7 @@ def service_stack() -> Iterator[LiveStack]:
             # Unset: gunicorn.conf.py's defaults, as shipped.
             "WEB_CONCURRENCY": None,
             "GUNICORN_THREADS": None,
+            **({"REPLAY_STORE_URL": replay_store_url} if replay_store_url else {}),
         },
     )
     try:
@@ -596,12 +599,17 @@ def main() -> int:
     parser.add_argument(
         "--tokens", type=int, default=DEFAULT_TOKENS, help="pre-minted fresh tokens (20000)"
     )
+    parser.add_argument(
+        "--replay-store-url",
+        default="",
+        help="the service's REPLAY_STORE_URL, e.g. redis://127.0.0.1:6379/0 (default: SQLite)",
+    )
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPU(s); wrk -t1 -c{args.connections} -d{args.duration}s --latency")
     print(load_line("before"), flush=True)
     certificates = bake_certificates()
     with contextlib.ExitStack() as running:
-        service = running.enter_context(service_stack())
+        service = running.enter_context(service_stack(args.replay_store_url))
         workload_dir = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="wl-")))
         workload = Workload(
             workload_dir,
