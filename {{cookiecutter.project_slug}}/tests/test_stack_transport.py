@@ -356,6 +356,22 @@ def test_app_down_gives_502_problem_with_hsts_and_down_cleans_up(
         probe.bind(("127.0.0.1", stack.https_port))
 
 
+def test_down_stops_gunicorn_and_its_workers(start_stack: Callable[..., LiveStack]) -> None:
+    # gunicorn renames its processes when setproctitle is installed (mutmut brings it into the
+    # dev tools), so its command line no longer shows the arguments devstack started it with.
+    stack = start_stack()
+    master = int((stack.run_dir / "gunicorn.pid").read_text().strip())
+    processes = [master, *stack.gunicorn_worker_pids()]
+    assert len(processes) > 1
+    down = stack.devstack("down")
+    assert down.returncode == 0, down.stderr
+    stack.running = False
+    deadline = time.monotonic() + 10
+    while alive := [pid for pid in processes if Path(f"/proc/{pid}").exists()]:
+        assert time.monotonic() < deadline, f"still running after down: {alive}"
+        time.sleep(0.1)
+
+
 def test_down_after_an_nginx_crash_frees_the_ports(start_stack: Callable[..., LiveStack]) -> None:
     stack = start_stack()
     master = int((stack.run_dir / "nginx.pid").read_text().strip())
