@@ -356,6 +356,27 @@ def test_http_jwks_on_loopback_is_allowed_in_development_and_test(
     assert status_of(app, mint(our_key, make_claims())) == 200
 
 
+# is_loopback is public (settings.py asks it about issuers and hosts-file lines): the spellings
+# its callers may hand it as they are, and look-alikes that are other hosts.
+@pytest.mark.parametrize(
+    "host",
+    ["localhost", "localhost.", "LOCALHOST.", " localhost ", "[::1]", "[127.0.0.1]",
+     "::ffff:127.0.0.1", "::127.0.0.1", "127.1", "0.0.0.0", "::"],  # noqa: S104
+)  # fmt: skip
+def test_is_loopback_knows_every_spelling_of_this_host(host: str) -> None:
+    assert bearer.is_loopback(host) is True
+
+
+@pytest.mark.parametrize(
+    "host",
+    # X around a loopback name is part of the name; ::1:7f00:1 is IPv6 (above the 32 bits of
+    # the IPv4-compatible ::a.b.c.d), not 127.0.0.1.
+    ["XLOCALHOST", "localhostX", "X127.0.0.1", "::1:7f00:1", "::2:0:0", "localhost.example", ""],
+)
+def test_is_loopback_refuses_other_hosts(host: str) -> None:
+    assert bearer.is_loopback(host) is False
+
+
 # --------------------------------------------------------------------- token type, realm
 
 
