@@ -767,6 +767,20 @@ def test_absurd_numbers_in_a_signed_token_are_invalid_token_never_500(
     assert_refused(response, 401, "invalid_token", description, token)
 
 
+@pytest.mark.parametrize("error", [OverflowError, ValueError, TypeError, RecursionError])
+def test_a_parse_error_that_escapes_pyjwt_is_a_malformed_token_never_500(
+    client: FlaskClient, our_key: RSAKey, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    # PyJWT 2.15 turns every one into DecodeError; older releases let int(1e400)'s
+    # OverflowError through, and a future one may again: bearer.py must not depend on it.
+    def decode(*args: Any, **kwargs: Any) -> Any:
+        raise error("from inside the JWT library")
+
+    monkeypatch.setattr(jwt, "decode", decode)
+    token = mint(our_key, make_claims(scope="items:read"))
+    assert_refused(client.get("/read", headers=auth(token)), 401, "invalid_token", MALFORMED, token)
+
+
 def test_absurd_unknown_claim_is_ignored(client: FlaskClient, our_key: RSAKey) -> None:
     token = signed_payload(our_key, payload_with(ext="[" * 50 + HUGE + "]" * 50))
     assert client.get("/read", headers=auth(token)).status_code == 200
