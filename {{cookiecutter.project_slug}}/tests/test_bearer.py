@@ -1061,6 +1061,17 @@ def test_cache_keeps_the_most_recently_used_tokens(
     assert decodes == [a, b, c, b]
 
 
+def test_a_cache_of_one_token_holds_exactly_one(
+    make_client: Callable[..., FlaskClient], our_key: RSAKey, decodes: list[str]
+) -> None:
+    # 1 is the smallest cache, not a second way to turn it off (0 does that).
+    client = make_client(JWT_VERIFIED_CACHE_SIZE=1)
+    a, b = (mint(our_key, make_claims(jti=name)) for name in "ab")
+    for token in (a, a, b, b, a):
+        assert client.get("/read", headers=auth(token)).status_code == 200
+    assert decodes == [a, b, a]
+
+
 def test_the_cache_answers_until_exp_plus_leeway_and_no_longer(
     make_client: Callable[..., FlaskClient],
     our_key: RSAKey,

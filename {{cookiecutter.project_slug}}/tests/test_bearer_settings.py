@@ -153,6 +153,16 @@ def test_jwks_timings_have_defaults(make_app: Callable[..., Flask], jwks: JwksSe
     assert (keys.max_age, keys.cooldown, keys.timeout) == (300, 30, 5)
 
 
+def test_verifier_settings_have_defaults(make_app: Callable[..., Flask]) -> None:
+    verifier = make_app().extensions["bearer"]
+    assert (verifier.leeway, verifier.max_token_bytes, verifier.cache.size) == (30, 8192, 4096)
+    assert (verifier.algorithms, verifier.token_type, verifier.realm) == (
+        ("RS256",),
+        "at+jwt",
+        "api",
+    )
+
+
 @pytest.mark.parametrize(
     "name", ["JWT_JWKS_CACHE_SECONDS", "JWT_JWKS_COOLDOWN_SECONDS", "JWT_JWKS_TIMEOUT_SECONDS"]
 )
