@@ -191,6 +191,7 @@ class JwksServer:
         self.redirect_to: str | None = None
         self.hits = 0
         self.requests: list[tuple[str, str | None]] = []  # (request target, Accept header)
+        self.hosts: list[str | None] = []  # the Host header of each request
         # A unique path: bearer.py caches per URL and process, and ports get reused.
         self.path = f"/jwks-{uuid.uuid4().hex}.json"
         self.lock = threading.Lock()
@@ -217,6 +218,7 @@ class JwksServer:
                 with server.lock:
                     server.hits += 1
                     server.requests.append((self.path, self.headers.get("Accept")))
+                    server.hosts.append(self.headers.get("Host"))
                 if server.redirect_to is not None:
                     self.send_response(302)
                     self.send_header("Location", server.redirect_to)

@@ -556,6 +556,95 @@ def test_jwks_document_size_limit(
         assert set(fetch_failures(caplog, raw_server.url)) == {"document too large"}
 
 
+def wait_for_fetch_failures(caplog: pytest.LogCaptureFixture, url: str) -> list[str]:
+    """fetch_failures once the background fetch of url has logged one (at most 5 s)."""
+    give_up_at = time.monotonic() + 5
+    while not fetch_failures(caplog, url) and time.monotonic() < give_up_at:
+        time.sleep(0.02)
+    return fetch_failures(caplog, url)
+
+
+def test_an_endless_document_is_cut_at_the_size_limit(
+    key_a: RSAKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No Content-Length and a body that never ends: reading stops one byte past the limit
+    # instead of reading on until the deadline.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(5)
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(5)
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+                try:
+                    while True:
+                        connection.sendall(b" " * 65536)
+                except OSError:
+                    return  # the client hung up
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/jwks-{uuid.uuid4().hex}.json"
+        started = time.monotonic()
+        app = jwks_app(url, JWT_JWKS_TIMEOUT_SECONDS=3, JWT_JWKS_COOLDOWN_SECONDS=60)
+        assert wait_for_fetch_failures(caplog, url) == ["document too large"]
+        assert time.monotonic() - started < 2.5
+        assert_unavailable(call(app, mint(key_a, make_claims())), retry_after="60")
+        thread.join(timeout=5)
+
+
+def test_a_tls_handshake_that_never_answers_ends_at_the_fetch_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The kernel accepts the connection; nobody ever answers the ClientHello.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}/jwks-{uuid.uuid4().hex}.json"
+        started = time.monotonic()
+        jwks_app(url, JWT_JWKS_TIMEOUT_SECONDS=1)
+        assert wait_for_fetch_failures(caplog, url) == ["TimeoutError"]
+        assert time.monotonic() - started < 3
+
+
+def test_a_fetch_runs_on_a_named_daemon_thread(
+    server: JwksServer, key_a: RSAKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Daemon: a fetch stuck on its provider never holds up the interpreter's exit. Named: it
+    # can be told apart in a thread dump.
+    threads: list[tuple[str, bool]] = []
+    parse = bearer._parse_jwks
+
+    def spy(document: Any) -> Any:
+        thread = threading.current_thread()
+        threads.append((thread.name, thread.daemon))
+        return parse(document)
+
+    monkeypatch.setattr(bearer, "_parse_jwks", spy)
+    server.publish(key_a)
+    app = jwks_app(server.url)
+    assert call(app, mint(key_a, make_claims())).status_code == 200
+    assert threads == [("jwks-fetch", True)]
+
+
+def test_an_unexpected_error_in_a_document_is_logged_by_its_class_not_its_text(
+    server: JwksServer,
+    key_a: RSAKey,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What the parser raised may quote the document; the log names the exception class only.
+    def trip(document: Any) -> Any:
+        raise ValueError("quoting the document: k=s3cret")
+
+    monkeypatch.setattr(bearer, "_parse_jwks", trip)
+    server.publish(key_a)
+    app = jwks_app(server.url)
+    assert_unavailable(call(app, mint(key_a, make_claims())))
+    assert set(fetch_failures(caplog, server.url)) == {"ValueError"}
+    assert "s3cret" not in caplog.text
+
+
 def test_unreachable_host_with_nothing_cached_is_503(key_a: RSAKey) -> None:
     app = jwks_app(closed_port_url())
     assert_unavailable(call(app, mint(key_a, make_claims())))
@@ -585,13 +674,17 @@ def test_service_recovers_when_the_provider_comes_back(server: JwksServer, key_a
 
 def test_the_request_is_a_get_of_the_url_asking_for_json(server: JwksServer, key_a: RSAKey) -> None:
     server.publish(key_a)
+    jwks_app(server.url)  # no query: the path alone, without a stray "?"
     jwks_app(f"{server.url}?tenant=a&x=1")
     unique = uuid.uuid4().hex  # a new URL for this process's key caches
     jwks_app(f"http://127.0.0.1:{server.httpd.server_port}?{unique}")  # no path at all
     assert server.requests == [
+        (server.path, "application/json"),
         (f"{server.path}?tenant=a&x=1", "application/json"),
         (f"/?{unique}", "application/json"),
     ]
+    # The Host header names the configured port: a provider's virtual host depends on it.
+    assert server.hosts == [f"127.0.0.1:{server.httpd.server_port}"] * 3
 
 
 @pytest.mark.parametrize(
