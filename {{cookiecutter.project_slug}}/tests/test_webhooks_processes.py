@@ -275,10 +275,9 @@ def signed_body_of(size: int, msg_id: str) -> tuple[bytes, dict[str, str]]:
     return body, sign(msg_id, body)
 
 
-@pytest.fixture
-def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    """redis-server on 127.0.0.1:port without persistence, answering; stop it with stop()."""
     ci_requires("redis-server")
-    port = free_port()
     process = subprocess.Popen(
         [
             "redis-server",
@@ -295,13 +294,24 @@ def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         ],
         stdout=subprocess.DEVNULL,
     )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
     try:
         wait_until(client.ping, "redis-server to answer", timeout=10)
-        yield url, process
+    except BaseException:
+        stop(process)
+        raise
     finally:
         client.close()
+    return process
+
+
+@pytest.fixture
+def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    process = start_redis(port)
+    try:
+        yield f"redis://127.0.0.1:{port}/0", process
+    finally:
         stop(process)
 
 
