@@ -275,9 +275,10 @@ def signed_body_of(size: int, msg_id: str) -> tuple[bytes, dict[str, str]]:
     return body, sign(msg_id, body)
 
 
-def start_redis(port: int) -> subprocess.Popen[bytes]:
-    """redis-server on 127.0.0.1:port without persistence, answering; stop it with stop()."""
+@pytest.fixture
+def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     ci_requires("redis-server")
+    port = free_port()
     process = subprocess.Popen(
         [
             "redis-server",
@@ -294,24 +295,13 @@ def start_redis(port: int) -> subprocess.Popen[bytes]:
         ],
         stdout=subprocess.DEVNULL,
     )
-    client = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
     try:
         wait_until(client.ping, "redis-server to answer", timeout=10)
-    except BaseException:
-        stop(process)
-        raise
+        yield url, process
     finally:
         client.close()
-    return process
-
-
-@pytest.fixture
-def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    process = start_redis(port)
-    try:
-        yield f"redis://127.0.0.1:{port}/0", process
-    finally:
         stop(process)
 
 
