@@ -6,6 +6,7 @@ through its group) left the revoked key working, while the command said it was r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -112,3 +113,97 @@ def test_the_service_user_still_reads_the_file_after_a_revocation_by_root(
     assert read_as_service.returncode == 0, read_as_service.stderr
     assert revoked not in read_as_service.stdout
     assert owner == (0, NOBODY)
+
+
+def written_key_ids(path: Path) -> list[str]:
+    return [key["id"] for key in json.loads(path.read_text())["keys"]]
+
+
+def one_record(name: str) -> KeyRecord:
+    key_id, key = new_key(key_prefix("{{ cookiecutter.package_name }}"))
+    now = int(time.time())
+    return KeyRecord(key_id, name, frozenset({"items:read"}), now, None, key_digest(key))
+
+
+def test_a_writer_that_may_not_give_the_file_away_keeps_it_as_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run as root, fchown always succeeds; here it answers what it answers every other user
+    # for a file it may not give to the old file's owner or group: the write still happens.
+    path = tmp_path / "api-keys.json"
+    write_key_file(path, [one_record("old")])
+    path.chmod(0o640)
+    refused: list[tuple[int, int, int]] = []
+
+    def not_root(descriptor: int, uid: int, gid: int) -> None:
+        refused.append((descriptor, uid, gid))
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(f"{write_key_file.__module__}.os.fchown", not_root)
+    record = one_record("new")
+    write_key_file(path, [record])
+    assert [(uid, gid) for _, uid, gid in refused] == [(path.stat().st_uid, path.stat().st_gid)]
+    assert written_key_ids(path) == [record.key_id]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_non_root_writer_replaces_a_file_another_user_owns() -> None:
+    # The real thing: a forked child that is no longer root rewrites root's group-readable file
+    # in a directory it owns. fchown fails with EPERM; the file becomes the writer's own.
+    require_root()
+    # In /tmp: the user must reach the directory (pytest's own are root's alone).
+    directory = Path(tempfile.mkdtemp(prefix="api-keys-", dir="/tmp"))
+    try:
+        os.chown(directory, NOBODY, NOBODY)
+        path = directory / "api-keys.json"
+        write_key_file(path, [one_record("old")])
+        path.chmod(0o640)
+        record = one_record("new")
+        errors = directory / "child-error"
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports through its exit status only
+            status = 1
+            try:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                write_key_file(path, [record])
+                status = 0
+            except BaseException as error:  # noqa: BLE001 - handed to the parent as text
+                errors.write_text(repr(error))
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, errors.read_text()
+        assert written_key_ids(path) == [record.key_id]
+        info = path.stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (NOBODY, NOBODY, 0o640)
+        assert sorted(p.name for p in directory.iterdir()) == [path.name]
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_a_temporary_that_vanishes_mid_write_fails_the_command_and_keeps_the_file(
+    keys_app: tuple[Flask, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Say a cleaner removes the hidden temporary while it is being written: its rename cannot
+    # happen, the command reports the error it met (not the failed cleanup of a file already
+    # gone), and the key file stays as it was.
+    app, path, revoked = keys_app
+    before = path.read_bytes()
+    real_fsync = os.fsync
+
+    def vanishing(descriptor: int) -> None:
+        for leftover in path.parent.glob(f".{path.name}.*"):
+            leftover.unlink()
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(f"{write_key_file.__module__}.os.fsync", vanishing)
+    result = app.test_cli_runner().invoke(args=["api-keys", "revoke", revoked])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: cannot write {path} (No such file or directory); nothing changed\n"
+    )
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]

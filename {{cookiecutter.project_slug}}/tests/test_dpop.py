@@ -1077,8 +1077,14 @@ def test_origins_of_another_type_are_refused(public_key_file: Path, value: Any) 
 
 def test_init_app_without_a_replay_store_fails_loudly() -> None:
     app = Flask("no_store")
-    with pytest.raises(RuntimeError, match="replay store"):
+    with pytest.raises(RuntimeError) as refused:
         dpop.init_app(app)
+    # The whole message: it names both ways out.
+    assert str(refused.value) == (
+        "dpop.init_app needs a replay store shared by every worker: call "
+        "webhooks.init_app(app) first, or pass store="
+    )
+    assert "dpop" not in app.extensions
 
 
 def test_init_app_uses_the_registered_replay_store(public_key_file: Path) -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import multiprocessing
 import os
+import selectors
 import socket
 import sqlite3
 import stat
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import standardwebhooks
@@ -1074,3 +1076,242 @@ def test_sqlite_waits_for_a_busy_writer_then_reports_unavailable(tmp_path: Path)
         blocker.execute("ROLLBACK")
         blocker.close()
     assert store.claim("k", 60, "a") == "claimed"
+
+
+class LockHolder(threading.Thread):
+    """Another connection writing: it holds SQLite's write lock for ``seconds`` (or until
+    done()), then lets go. On a file not yet in WAL mode the exclusive lock keeps readers out
+    as well."""
+
+    def __init__(self, path: str, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.finished = threading.Event()
+        self.blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.blocker.execute("BEGIN EXCLUSIVE")
+        self.start()
+
+    def run(self) -> None:
+        self.finished.wait(self.seconds)
+        self.blocker.execute("ROLLBACK")
+        self.blocker.close()
+
+    def done(self) -> None:
+        self.finished.set()
+        self.join()
+
+
+def test_sqlite_waits_for_a_writer_that_finishes_within_the_default_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    # Another worker's claim holding the write lock a moment: this one queues behind it
+    # instead of answering 503 at once.
+    path = str(tmp_path / "r.sqlite3")
+    store = webhooks.SqliteReplayStore(path)
+    writer = LockHolder(path, 1.0)
+    try:
+        started = time.monotonic()
+        assert store.claim("k", 60, "a") == "claimed"
+        waited = time.monotonic() - started
+    finally:
+        writer.done()
+    assert 0.8 <= waited < 4, waited
+
+
+def test_sqlite_start_up_waits_for_a_writer_that_finishes_within_the_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    # Another worker (or `flask` command) holding the new file's lock while this one starts.
+    path = str(tmp_path / "r.sqlite3")
+    writer = LockHolder(path, 1.0)
+    try:
+        started = time.monotonic()
+        store = webhooks.SqliteReplayStore(path)
+        waited = time.monotonic() - started
+    finally:
+        writer.done()
+    assert 0.8 <= waited < 4, waited
+    assert store.claim("k", 60, "a") == "claimed"
+
+
+def test_sqlite_start_up_waits_for_its_own_busy_timeout_only(tmp_path: Path) -> None:
+    # The busy timeout given to the store holds at start-up too, not SQLite's 5 s default.
+    path = str(tmp_path / "r.sqlite3")
+    writer = LockHolder(path, 3.0)  # a start-up waiting 5 s would get the file after 3
+    try:
+        started = time.monotonic()
+        with pytest.raises(webhooks.StoreUnavailable):
+            webhooks.SqliteReplayStore(path, busy_timeout=0.3)
+        waited = time.monotonic() - started
+    finally:
+        writer.done()
+    assert 0.25 <= waited < 2, waited
+
+
+def test_sqlite_busy_timeout_is_five_seconds_by_default_on_every_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Waiting the whole 5 s out (and telling 5 from 6) would make this a 5 s test: the tests
+    # above show the wait works; this reads the timeout SQLite itself reports for every
+    # connection the store opens, at start-up and per call.
+    real_connect = sqlite3.connect
+    timeouts_ms: list[int] = []
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        db: sqlite3.Connection = real_connect(*args, **kwargs)
+        timeouts_ms.append(db.execute("PRAGMA busy_timeout").fetchone()[0])
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    store = webhooks.SqliteReplayStore(str(tmp_path / "r.sqlite3"))
+    assert store.claim("k", 60, "a") == "claimed"
+    store.complete("k", 60)
+    assert timeouts_ms == [5000] * 4  # WAL at start-up, the schema, the claim, the completion
+
+
+# --- the Redis client's timeouts, retry and health checks, against real sockets ---------------
+
+
+class CuttingRelay:
+    """A TCP relay to Redis that cuts a client's connection in the middle of a command that
+    names ``marker`` (the command is dropped, the connection closed), as a load balancer, a
+    NAT or a failover does to a pooled connection, ``cuts`` times; all else passes through."""
+
+    def __init__(self, upstream_port: int, marker: bytes) -> None:
+        self.upstream_port = upstream_port
+        self.marker = marker
+        self.cuts = 0
+        self.connections = 0
+        self._lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._relay, args=(client, upstream), daemon=True).start()
+
+    def _cut(self, data: bytes) -> bool:
+        with self._lock:
+            if self.marker in data and self.cuts > 0:
+                self.cuts -= 1
+                return True
+        return False
+
+    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        peers = {client: upstream, upstream: client}
+        with client, upstream, selectors.DefaultSelector() as selector:
+            for end in peers:
+                selector.register(end, selectors.EVENT_READ)
+            while True:
+                for key, _ in selector.select():
+                    source = key.fileobj
+                    assert isinstance(source, socket.socket)
+                    try:
+                        data = source.recv(65536)
+                    except OSError:
+                        return
+                    if not data or (source is client and self._cut(data)):
+                        return
+                    peers[source].sendall(data)
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+def redis_port(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None
+    return port
+
+
+def test_a_redis_connection_cut_mid_command_is_retried_once_on_a_new_one(
+    redis_server: tuple[str, Any],
+) -> None:
+    url, _ = redis_server
+    relay = CuttingRelay(redis_port(url), marker=b"cut-me")
+    try:
+        store = webhooks.RedisReplayStore(f"redis://127.0.0.1:{relay.port}/0")
+        assert store.claim("first", 60, "w") == "claimed"  # the pooled connection
+        relay.cuts = 1
+        assert store.claim("cut-me-once", 60, "w") == "claimed"  # the retry, reconnected
+        assert (relay.connections, relay.cuts) == (2, 0)
+        relay.cuts = 2  # one retry only: an outage is a quick 503, not a loop of retries
+        with pytest.raises(webhooks.StoreUnavailable):
+            store.claim("cut-me-twice", 60, "w")
+        assert (relay.connections, relay.cuts) == (3, 0)
+        assert store.claim("cut-me-twice", 60, "w") == "claimed"  # never written before
+    finally:
+        relay.close()
+
+
+def test_a_redis_host_that_never_completes_a_connection_is_given_up_after_2_s_twice(
+    tmp_path: Path,
+) -> None:
+    # A listener whose accept queue is full drops further SYNs, the way a firewalled or
+    # blackholed address does: connecting hangs until the client's connect timeout, 2 s, and
+    # the client tries once more.
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # fills the queue
+            store = webhooks.RedisReplayStore(f"redis://127.0.0.1:{port}/0")
+            started = time.monotonic()
+            with pytest.raises(webhooks.StoreUnavailable):
+                store.claim("k", 60, "w")
+            took = time.monotonic() - started
+    assert 3.8 <= took < 5.5, f"{took:.1f} s"
+
+
+class ShiftedClock:
+    """time for redis-py's connection module, with monotonic() moved ``offset`` seconds on."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+
+def test_a_redis_connection_idle_30_s_is_checked_with_a_ping_before_use(
+    redis_server: tuple[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An idle pooled connection may have been dropped silently (a NAT or load balancer
+    # forgetting it): after 30 s without traffic the client PINGs before sending a command.
+    # Waiting 30 s for real would make a slow test: redis-py's clock is moved on instead.
+    import redis  # noqa: PLC0415
+    import redis.connection  # noqa: PLC0415
+
+    url, _ = redis_server
+    clock = ShiftedClock()
+    monkeypatch.setattr(redis.connection, "time", clock)
+    observer = redis.Redis.from_url(url)
+    try:
+
+        def pings() -> int:
+            stats = observer.info("commandstats").get("cmdstat_ping", {"calls": 0})
+            return int(stats["calls"])
+
+        store = webhooks.RedisReplayStore(url)
+        assert store.claim("a", 60, "w") == "claimed"
+        observer.config_resetstat()
+        clock.offset += 29.5
+        assert store.claim("b", 60, "w") == "claimed"
+        assert pings() == 0
+        clock.offset += 30.5
+        assert store.claim("c", 60, "w") == "claimed"
+        assert pings() == 1
+    finally:
+        observer.close()
