@@ -380,8 +380,12 @@ def test_is_loopback_knows_every_spelling_of_this_host(host: str) -> None:
 @pytest.mark.parametrize(
     "host",
     # X around a loopback name is part of the name; ::1:7f00:1 is IPv6 (above the 32 bits of
-    # the IPv4-compatible ::a.b.c.d), not 127.0.0.1.
-    ["XLOCALHOST", "localhostX", "X127.0.0.1", "::1:7f00:1", "::2:0:0", "localhost.example", ""],
+    # the IPv4-compatible ::a.b.c.d), not 127.0.0.1. inet_aton() stops at a space and would
+    # read "127.1 junk" as 127.0.0.1.
+    [
+        *("XLOCALHOST", "localhostX", "X127.0.0.1", "::1:7f00:1", "::2:0:0"),
+        *("localhost.example", "", "127.1 junk"),
+    ],
 )
 def test_is_loopback_refuses_other_hosts(host: str) -> None:
     assert bearer.is_loopback(host) is False
