@@ -995,3 +995,77 @@ def test_a_worker_forked_during_a_fetch_fetches_for_itself(
         os.waitpid(pid, 0)
         pytest.fail("the worker hung")
     assert os.waitstatus_to_exitcode(waited[1]) == 0, "the worker did not get the new key"
+
+
+# --- the clock's boundaries: a reading exactly at a limit counts as having reached it ---------
+
+
+class _FrozenClock:
+    """bearer's view of the time module, with monotonic() stopped at ``now``."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def _keys_at(monkeypatch: pytest.MonkeyPatch, now: float) -> bearer._JwksKeys:
+    monkeypatch.setattr(bearer, "time", _FrozenClock(now))
+    return bearer._JwksKeys("https://idp.invalid/jwks", max_age=300, cooldown=30, timeout=2)
+
+
+def test_a_key_set_exactly_max_age_old_is_refreshed(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = _keys_at(monkeypatch, 1300.0)
+    keys._fetched_at = 1000.0
+    refreshes: list[bool] = []
+
+    def refresh(*, wait: bool) -> None:
+        refreshes.append(wait)
+
+    monkeypatch.setattr(keys, "refresh", refresh)
+    keys.refresh_if_stale()
+    assert refreshes == [False]
+
+
+def test_a_refetch_exactly_one_cooldown_after_the_last_is_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keys = _keys_at(monkeypatch, 1030.0)
+    keys._attempted_at = 1000.0
+    assert keys._cooldown_over() is True
+    keys._attempted_at = 1000.5
+    assert keys._cooldown_over() is False
+
+
+def test_a_fetch_deadline_reached_exactly_has_no_time_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bearer, "time", _FrozenClock(50.0))
+    assert bearer._time_left(50.5) == 0.5
+    with pytest.raises(TimeoutError):
+        bearer._time_left(50.0)
+
+
+def test_the_at_fork_hook_gives_every_shared_key_set_fresh_locks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Run in this process: what the hook does in a forked child, where mutation testing cannot
+    # see it (the fork test shows the child itself).
+    keys = bearer._JwksKeys("https://idp.invalid/jwks", max_age=300, cooldown=30, timeout=2)
+    monkeypatch.setitem(bearer._JWKS_CLIENTS, ("https://idp.invalid/jwks", 300, 30, 2), keys)
+    held_lock = keys._lock
+    held_lock.acquire()
+    keys._fetching = True
+    shared_lock = bearer._JWKS_CLIENTS_LOCK
+    monkeypatch.setattr(bearer, "_JWKS_CLIENTS_LOCK", shared_lock)
+    try:
+        bearer._reset_jwks_clients_after_fork()
+        assert bearer._JWKS_CLIENTS_LOCK is not shared_lock
+        assert not bearer._JWKS_CLIENTS_LOCK.locked()
+        assert keys._lock is not held_lock
+        assert not keys._lock.locked()
+        assert keys._fetching is False
+    finally:
+        held_lock.release()
