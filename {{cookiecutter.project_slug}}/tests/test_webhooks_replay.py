@@ -1060,24 +1060,6 @@ def test_sqlite_claim_that_fails_halfway_keeps_nothing(tmp_path: Path) -> None:
     assert webhooks.SqliteReplayStore(path).claim("k", 60, "b") == "claimed"
 
 
-def test_sqlite_waits_for_a_busy_writer_then_reports_unavailable(tmp_path: Path) -> None:
-    path = str(tmp_path / "r.sqlite3")
-    store = webhooks.SqliteReplayStore(path, busy_timeout=0.3)
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
-    try:
-        started = time.monotonic()
-        with pytest.raises(webhooks.StoreUnavailable):
-            store.claim("k", 60, "a")
-        waited = time.monotonic() - started
-        assert 0.25 <= waited < 2, waited  # waited for its busy timeout, and only that long
-        assert store.ping() is False
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
-    assert store.claim("k", 60, "a") == "claimed"
-
-
 class LockHolder(threading.Thread):
     """Another connection writing: it holds SQLite's write lock for ``seconds`` (or until
     done()), then lets go. On a file not yet in WAL mode the exclusive lock keeps readers out
@@ -1099,6 +1081,22 @@ class LockHolder(threading.Thread):
     def done(self) -> None:
         self.finished.set()
         self.join()
+
+
+def test_sqlite_waits_for_a_busy_writer_then_reports_unavailable(tmp_path: Path) -> None:
+    path = str(tmp_path / "r.sqlite3")
+    store = webhooks.SqliteReplayStore(path, busy_timeout=0.3)
+    writer = LockHolder(path, 30.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(webhooks.StoreUnavailable):
+            store.claim("k", 60, "a")
+        waited = time.monotonic() - started
+        assert 0.25 <= waited < 2, waited  # waited for its busy timeout, and only that long
+        assert store.ping() is False
+    finally:
+        writer.done()
+    assert store.claim("k", 60, "a") == "claimed"
 
 
 def test_sqlite_waits_for_a_writer_that_finishes_within_the_default_busy_timeout(
