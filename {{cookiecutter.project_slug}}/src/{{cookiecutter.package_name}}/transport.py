@@ -37,6 +37,7 @@ can be copied into any Flask app (``transport.init_app(app)``). Call it before a
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -122,18 +123,25 @@ class TrustedProxies:
         return cls(networks=tuple(networks))
 
     def __contains__(self, peer: object) -> bool:
-        if self.everyone:
-            return True
-        try:
-            # A scoped IPv6 peer (fe80::1%eth0) parses with its scope and matches its network.
-            address = ipaddress.ip_address(str(peer))
-        except ValueError:
-            # No IP address: a unix socket (gunicorn reports an empty peer; with none at all
-            # this reads "None"), which only those the socket file's permissions let in can reach.
-            return True
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # how a dual-stack socket reports an IPv4 peer
-        return any(address in network for network in self.networks)
+        return self.everyone or _trusted_peer(self.networks, str(peer))
+
+
+# Asked on every request about the same few peers (the proxies themselves): parsing the address
+# each time cost more than the rest of the proxy fix.
+@functools.lru_cache(maxsize=1024)
+def _trusted_peer(
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], peer: str
+) -> bool:
+    try:
+        # A scoped IPv6 peer (fe80::1%eth0) parses with its scope and matches its network.
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        # No IP address: a unix socket (gunicorn reports an empty peer; with none at all
+        # this reads "None"), which only those the socket file's permissions let in can reach.
+        return True
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # how a dual-stack socket reports an IPv4 peer
+    return any(address in network for network in networks)
 
 
 class TrustedProxyFix(ProxyFix):
