@@ -9,13 +9,24 @@
   read: a control byte in a header, too many headers, an unknown transfer coding) are RFC 9457
   problem+json with the API's security headers, like every other error of the service.
   gunicorn's are HTML pages that quote the request line or header they choke on, query string
-  and credentials included, and its log line about them does the same.
+  and credentials included, and its log line about them does the same. Two changes make it
+  cheaper per request: each response's head and body leave in one write (gunicorn writes them
+  separately, and each write wakes nginx), and with GUNICORN_THREADS=1 a worker serves requests
+  on its own event loop instead of handing every one to a pool thread and back.
 """
 
 from __future__ import annotations
 
 import json
+import selectors
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future
 from datetime import timedelta
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 
@@ -64,6 +75,11 @@ REFUSALS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], HTTPStatus,
 )
 SERVER_ERROR = (HTTPStatus.INTERNAL_SERVER_ERROR, "The server could not complete the request.")
 
+# How long a worker serving requests on its own loop waits for a peer to send the rest of a
+# request or take the response. nginx sends whole requests and reads promptly; this only bounds
+# what a stalled peer can cost the worker's other connections.
+INLINE_IO_TIMEOUT_SECONDS = 5
+
 
 class Logger(GunicornLogger):  # type: ignore[misc, unused-ignore]
     """gunicorn's logger; its access line is written only when ``accesslog`` names a target."""
@@ -108,7 +124,77 @@ def problem_response(status: HTTPStatus, detail: str) -> bytes:
 
 
 class ThreadWorker(GunicornThreadWorker):  # type: ignore[misc, unused-ignore]
-    """gunicorn's gthread worker, answering what it cannot serve with problem+json."""
+    """gunicorn's gthread worker, answering what it cannot serve with problem+json.
+
+    With one thread (GUNICORN_THREADS=1) it has no pool to hand requests to: the worker's loop
+    serves each request itself, start to finish, when its connection turns readable, like a
+    sync worker that keeps nginx's connections open. That saves two thread switches and a pipe
+    round trip per request. New connections wait in the poller for their first bytes, and a
+    peer that stalls mid-request or stops reading is cut off after INLINE_IO_TIMEOUT_SECONDS,
+    so one connection cannot hold up the others for long.
+    """
+
+    def enqueue_req(self, conn: Any) -> None:
+        if self.cfg.threads > 1:
+            super().enqueue_req(conn)
+        elif not conn.initialized and not conn.data_ready:
+            self._await_first_request(conn)
+        else:
+            self._serve_here(conn)
+
+    def _await_first_request(self, conn: Any) -> None:
+        bound_blocking_io(conn.sock, INLINE_IO_TIMEOUT_SECONDS)
+        conn.timeout = time.monotonic() + max(self.cfg.keepalive, INLINE_IO_TIMEOUT_SECONDS)
+        self.pending_conns.append(conn)
+        self.poller.register(
+            conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
+        )
+
+    def _serve_here(self, conn: Any) -> None:
+        served: Future[Any] = Future()
+        served.set_result(self.handle(conn))
+        # gunicorn's own bookkeeping: keep the connection for its next request, or close it.
+        self.finish_request(conn, served)
+
+    def murder_keepalived(self, force: bool = False) -> None:
+        if not force and self.cfg.threads == 1:
+            self._spare_readable(self.keepalived_conns)
+        super().murder_keepalived(force)
+
+    def murder_pending(self) -> None:
+        if self.cfg.threads == 1:
+            self._spare_readable(self.pending_conns)
+        super().murder_pending()
+
+    def _spare_readable(self, waiting: deque[Any]) -> None:
+        """Give expired connections with bytes waiting one more turn instead of closing them.
+
+        While the loop serves a request, nobody watches the other connections: a request nginx
+        sent in time on one of them can only be seen after its deadline, and closing it then
+        would turn it into a 502. Only connections whose deadline passed are looked at.
+        """
+        now = time.monotonic()
+        expired = []
+        while waiting and waiting[0].timeout <= now:
+            expired.append(waiting.popleft())
+        readable = {key.fileobj for key in _readable_now(conn.sock for conn in expired)}
+        for conn in reversed(expired):
+            if conn.sock not in readable:
+                waiting.appendleft(conn)  # still first in line, for gunicorn to close
+        for conn in expired:
+            if conn.sock in readable:
+                conn.timeout = now + INLINE_IO_TIMEOUT_SECONDS
+                waiting.append(conn)
+
+    def handle_request(self, req: Any, conn: Any) -> bool:
+        sock = conn.sock
+        conn.sock = head_with_body = _HeadWithBody(sock)
+        try:
+            keep_alive = super().handle_request(req, conn)
+        finally:
+            conn.sock = sock
+        head_with_body.flush()  # a response without a body: its head alone
+        return bool(keep_alive)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         status, detail = refusal(exc)
@@ -122,3 +208,57 @@ class ThreadWorker(GunicornThreadWorker):  # type: ignore[misc, unused-ignore]
             util.write_nonblock(client, problem_response(status, detail))
         except Exception:  # noqa: BLE001 - the client may be gone; nothing left to tell it
             self.log.debug("Failed to send error message.")
+
+
+def _readable_now(sockets: Iterable[socket.socket]) -> list[selectors.SelectorKey]:
+    with selectors.DefaultSelector() as selector:
+        for sock in sockets:
+            selector.register(sock, selectors.EVENT_READ)
+        if not selector.get_map():
+            return []
+        return [key for key, _ in selector.select(timeout=0)]
+
+
+def bound_blocking_io(sock: socket.socket, seconds: int) -> None:
+    """Make blocking reads and writes on ``sock`` fail after ``seconds`` instead of waiting on.
+
+    Kernel timeouts rather than ``settimeout``: gunicorn switches the socket between blocking and
+    non-blocking for its poller, which resets Python's timeout but leaves these alone.
+    """
+    interval = struct.pack("ll", seconds, 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, interval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
+
+
+class _HeadWithBody:
+    """A socket whose first ``sendall`` (gunicorn's response head) waits for the second.
+
+    gunicorn writes the head and each body chunk with separate ``sendall`` calls; a small JSON
+    answer then costs two writes and wakes nginx twice. Everything but ``sendall`` goes to the
+    real socket after anything held back has been sent, so the bytes keep their order whatever
+    else touches the socket.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._held = b""
+        self._first = True
+
+    def sendall(self, data: bytes) -> None:
+        if self._first:
+            self._first = False
+            self._held = bytes(data)
+            return
+        if self._held:
+            data, self._held = self._held + data, b""
+        self._sock.sendall(data)
+
+    def flush(self) -> None:
+        self._first = False
+        if self._held:
+            held, self._held = self._held, b""
+            self._sock.sendall(held)
+
+    def __getattr__(self, name: str) -> Any:
+        self.flush()
+        return getattr(self._sock, name)

@@ -1,0 +1,278 @@
+"""serving.ThreadWorker in a real gunicorn: responses whose head and body leave together, and,
+with one thread, requests served on the worker's own loop without one connection holding up
+the others for longer than INLINE_IO_TIMEOUT_SECONDS."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import stack
+from {{ cookiecutter.package_name }} import serving
+
+APP = """
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/empty":
+        start_response("204 No Content", [])
+        return [b""]
+    if path == "/chunks":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([b"one,", b"two,", b"three"])
+    body = ("%s %s" % (environ["REQUEST_METHOD"], path)).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+@contextlib.contextmanager
+def gunicorn(tmp_path: Path, threads: int) -> Iterator[tuple[int, Path, subprocess.Popen[bytes]]]:
+    """One worker of serving.ThreadWorker on a free loopback port, stopped by its PID."""
+    (tmp_path / "echo.py").write_text(APP, encoding="utf-8")
+    port = stack.free_port()
+    log = tmp_path / "gunicorn.log"
+    src = str(stack.PROJECT_ROOT / "src")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+    }
+    with open(log, "ab") as output:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "gunicorn", "--chdir", str(tmp_path)),
+                *("-k", "{{ cookiecutter.package_name }}.serving.ThreadWorker", "-w", "1"),
+                *("--threads", str(threads), "--bind", f"127.0.0.1:{port}"),
+                *("--no-control-socket", "--graceful-timeout", "5", "echo:app"),
+            ],
+            # Not the project root: gunicorn would read the service's own gunicorn.conf.py there.
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+        )
+    try:
+        wait_for_port(port, process, log)
+        yield port, log, process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited:\n{log.read_text()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"gunicorn did not listen:\n{log.read_text()}")
+
+
+def read_response(sock: socket.socket, buffered: bytearray) -> tuple[str, dict[str, str], bytes]:
+    """One HTTP/1.1 response off a kept-alive connection (Content-Length or chunked)."""
+    while b"\r\n\r\n" not in buffered:
+        buffered += receive(sock)
+    head, _, rest = bytes(buffered).partition(b"\r\n\r\n")
+    del buffered[:]
+    buffered += rest
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (h.partition(":") for h in lines)}
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            while b"\r\n" not in buffered:
+                buffered += receive(sock)
+            size_line, _, rest = bytes(buffered).partition(b"\r\n")
+            size = int(size_line, 16)
+            while len(rest) < size + 2:
+                rest += receive(sock)
+            body += rest[:size]
+            del buffered[:]
+            buffered += rest[size + 2 :]
+            if size == 0:
+                return status, headers, body
+    length = int(headers.get("content-length", "0"))
+    while len(buffered) < length:
+        buffered += receive(sock)
+    body = bytes(buffered[:length])
+    del buffered[:length]
+    return status, headers, body
+
+
+def receive(sock: socket.socket) -> bytes:
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise ConnectionError("closed by the server")
+    return chunk
+
+
+def get(path: str, method: str = "GET") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_kept_alive_connection_serves_every_kind_of_response_whole(
+    tmp_path: Path, threads: int
+) -> None:
+    with (
+        gunicorn(tmp_path, threads) as (port, _, _),
+        socket.create_connection(("127.0.0.1", port), timeout=10) as client,
+    ):
+        buffered = bytearray()
+        for path, method, status, body in [
+            ("/first", "GET", "HTTP/1.1 200 OK", b"GET /first"),
+            ("/empty", "GET", "HTTP/1.1 204 No Content", b""),
+            ("/chunks", "GET", "HTTP/1.1 200 OK", b"one,two,three"),
+            ("/head", "HEAD", "HTTP/1.1 200 OK", b""),
+            ("/last", "POST", "HTTP/1.1 200 OK", b"POST /last"),
+        ]:
+            request = get(path, method)
+            if method == "POST":
+                request = request.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n")
+            client.sendall(request)
+            if method == "HEAD":
+                found = read_head_only(client, buffered)
+            else:
+                found = read_response(client, buffered)[0::2]
+            assert found == (status, body), path
+        assert not buffered
+
+
+def read_head_only(sock: socket.socket, buffered: bytearray) -> tuple[str, bytes]:
+    while b"\r\n\r\n" not in buffered:
+        buffered += receive(sock)
+    head, _, rest = bytes(buffered).partition(b"\r\n\r\n")
+    del buffered[:]
+    buffered += rest
+    return head.decode("latin-1").split("\r\n")[0], b""
+
+
+def test_pipelined_requests_are_all_answered_in_order(tmp_path: Path) -> None:
+    with (
+        gunicorn(tmp_path, 1) as (port, _, _),
+        socket.create_connection(("127.0.0.1", port), timeout=10) as client,
+    ):
+        client.sendall(get("/a") + get("/b") + get("/c"))
+        buffered = bytearray()
+        bodies = [read_response(client, buffered)[2] for _ in range(3)]
+    assert bodies == [b"GET /a", b"GET /b", b"GET /c"]
+
+
+def test_one_thread_serves_many_connections_in_turn(tmp_path: Path) -> None:
+    with gunicorn(tmp_path, 1) as (port, _, _), contextlib.ExitStack() as open_connections:
+        clients = [
+            open_connections.enter_context(socket.create_connection(("127.0.0.1", port), 10))
+            for _ in range(20)
+        ]
+        buffers = [bytearray() for _ in clients]
+        for round_number in range(3):
+            for number, client in enumerate(clients):
+                client.sendall(get(f"/{round_number}/{number}"))
+            for number, client in enumerate(clients):
+                body = read_response(client, buffers[number])[2]
+                assert body == f"GET /{round_number}/{number}".encode()
+
+
+def test_an_idle_new_connection_holds_up_nobody(tmp_path: Path) -> None:
+    with (
+        gunicorn(tmp_path, 1) as (port, _, _),
+        socket.create_connection(("127.0.0.1", port), timeout=10) as silent,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as client,
+    ):
+        time.sleep(0.2)  # accepted and waiting for its first bytes
+        started = time.monotonic()
+        client.sendall(get("/other"))
+        assert read_response(client, bytearray())[2] == b"GET /other"
+        assert time.monotonic() - started < 1.0
+        silent.sendall(get("/late"))
+        assert read_response(silent, bytearray())[2] == b"GET /late"
+
+
+def test_a_peer_stalled_mid_request_is_cut_off_and_the_others_go_on(tmp_path: Path) -> None:
+    with (
+        gunicorn(tmp_path, 1) as (port, log, _),
+        socket.create_connection(("127.0.0.1", port), timeout=30) as stalled,
+        socket.create_connection(("127.0.0.1", port), timeout=30) as client,
+    ):
+        stalled.sendall(b"GET /half HTTP/1.1\r\nHost: te")
+        time.sleep(0.3)  # the worker is now reading the rest of that request
+        started = time.monotonic()
+        client.sendall(get("/other"))
+        assert read_response(client, bytearray())[2] == b"GET /other"
+        waited = time.monotonic() - started
+        # its own wait, then gunicorn lingers up to 2 s for the stalled peer to close
+        assert waited < serving.INLINE_IO_TIMEOUT_SECONDS + 3.5
+        assert stalled.recv(65536) == b""  # closed, never answered with half a request
+    assert "Socket error processing request" in log.read_text()
+
+
+def test_a_stopping_worker_closes_its_kept_alive_connections_and_exits(tmp_path: Path) -> None:
+    with (
+        gunicorn(tmp_path, 1) as (port, _, process),
+        socket.create_connection(("127.0.0.1", port), timeout=20) as client,
+    ):
+        client.sendall(get("/before"))
+        assert read_response(client, bytearray())[2] == b"GET /before"
+        started = time.monotonic()
+        os.killpg(process.pid, signal.SIGTERM)
+        assert client.recv(65536) == b""
+        process.wait(timeout=15)
+        assert time.monotonic() - started < 10
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def fileno(self) -> int:
+        return -1
+
+
+def test_the_head_waits_for_the_first_body_bytes() -> None:
+    recorder = Recorder()
+    held = serving._HeadWithBody(recorder)  # type: ignore[arg-type]
+    held.sendall(b"HEAD\r\n\r\n")
+    assert recorder.writes == []
+    held.sendall(b"body")
+    held.sendall(b"more")
+    held.flush()
+    assert recorder.writes == [b"HEAD\r\n\r\nbody", b"more"]
+
+
+def test_anything_else_on_the_socket_sends_the_held_head_first() -> None:
+    recorder = Recorder()
+    held = serving._HeadWithBody(recorder)  # type: ignore[arg-type]
+    held.sendall(b"HEAD\r\n\r\n")
+    assert held.fileno() == -1
+    assert recorder.writes == [b"HEAD\r\n\r\n"]
+    held.sendall(b"body")
+    assert recorder.writes == [b"HEAD\r\n\r\n", b"body"]
+
+
+def test_a_head_alone_is_sent_by_flush() -> None:
+    recorder = Recorder()
+    held = serving._HeadWithBody(recorder)  # type: ignore[arg-type]
+    held.sendall(b"HEAD\r\n\r\n")
+    held.flush()
+    held.flush()
+    assert recorder.writes == [b"HEAD\r\n\r\n"]
