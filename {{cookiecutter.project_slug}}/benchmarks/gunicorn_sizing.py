@@ -33,6 +33,10 @@ SIZINGS = {
         "WEB_CONCURRENCY": str(CORES),
         "GUNICORN_THREADS": "2",
     },
+    f"workers={CORES} threads=1 (each worker serves on its own loop)": {
+        "WEB_CONCURRENCY": str(CORES),
+        "GUNICORN_THREADS": "1",
+    },
     f"workers={2 * CORES + 1} threads=1 (2*cores+1)": {
         "WEB_CONCURRENCY": str(2 * CORES + 1),
         "GUNICORN_THREADS": "1",

@@ -1,7 +1,7 @@
 """This service against the stack a tutorial would build, in one alternating run.
 
     python benchmarks/vs_tutorial.py [--duration 8] [--rounds 3] [--connections 32]
-        [--replay-store-url redis://127.0.0.1:6379/0]
+        [--replay-store-url redis://127.0.0.1:6379/0] [--threads 1]
 
 Two stacks run side by side on free ports, both behind nginx over TLS with the bake's
 certificate, both checking the same tokens and webhook deliveries:
@@ -11,7 +11,8 @@ certificate, both checking the same tokens and webhook deliveries:
   that verifies every bearer token with PyJWT (RS256, key loaded once, issuer, audience and
   scope checked) and every Standard Webhooks HMAC, and writes no access log of its own;
 - service: this project through scripts/devstack, production settings, every log on (nginx's
-  JSON access log, the app's JSON lines at INFO), rate limiting off, gunicorn as shipped.
+  JSON access log, the app's JSON lines at INFO), rate limiting off, gunicorn as shipped or
+  with --threads as GUNICORN_THREADS.
 
 After one warm-up run of each route on each stack, wrk (one thread, --latency) runs every route
 on both stacks in turn, --rounds times, swapping which stack goes first each round so that load
@@ -313,9 +314,10 @@ def wait_until_healthy(target: Target, log: Path) -> None:
 
 
 @contextlib.contextmanager
-def service_stack(replay_store_url: str = "") -> Iterator[LiveStack]:
-    """scripts/devstack in production, every log on, rate limiting off, gunicorn as shipped;
-    webhook ids recorded in the default SQLite file unless replay_store_url names another."""
+def service_stack(replay_store_url: str = "", threads: int | None = None) -> Iterator[LiveStack]:
+    """scripts/devstack in production, every log on, rate limiting off, gunicorn as shipped
+    unless threads is given; webhook ids recorded in the default SQLite file unless
+    replay_store_url names another."""
     cert, key, ca = bake_certificates()
     state = Path(tempfile.mkdtemp(prefix="bench-"))
     stack = launch_stack(
@@ -331,7 +333,7 @@ def service_stack(replay_store_url: str = "") -> Iterator[LiveStack]:
             "RATE_LIMIT_PER_SECOND": "0",
             # Unset: gunicorn.conf.py's defaults, as shipped.
             "WEB_CONCURRENCY": None,
-            "GUNICORN_THREADS": None,
+            "GUNICORN_THREADS": None if threads is None else str(threads),
             **({"REPLAY_STORE_URL": replay_store_url} if replay_store_url else {}),
         },
     )
@@ -604,12 +606,22 @@ def main() -> int:
         default="",
         help="the service's REPLAY_STORE_URL, e.g. redis://127.0.0.1:6379/0 (default: SQLite)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="the service's GUNICORN_THREADS (default: as shipped)",
+    )
     args = parser.parse_args()
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    sizing = "as shipped" if args.threads is None else f"GUNICORN_THREADS={args.threads}"
+    print(f"service: gunicorn {sizing}")
     print(f"{os.cpu_count()} CPU(s); wrk -t1 -c{args.connections} -d{args.duration}s --latency")
     print(load_line("before"), flush=True)
     certificates = bake_certificates()
     with contextlib.ExitStack() as running:
-        service = running.enter_context(service_stack(args.replay_store_url))
+        service = running.enter_context(service_stack(args.replay_store_url, args.threads))
         workload_dir = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="wl-")))
         workload = Workload(
             workload_dir,
