@@ -979,6 +979,40 @@ def _claim_in_child(path: str, start_at: float, queue: Any) -> None:
     queue.put((os.getpid(), [store.claim(f"key-{n}", 60, owner) for n in range(20)]))
 
 
+def test_sqlite_log_outlives_each_call(tmp_path: Path) -> None:
+    # The last connection to close would fold the log into the file and delete it, and every
+    # call would then rebuild it; the store's idle connection keeps it.
+    path = str(tmp_path / "r.sqlite3")
+    store = webhooks.SqliteReplayStore(path)
+    assert store.claim("k", 60, "a") == "claimed"
+    store.complete("k", 60)
+    assert Path(f"{path}-wal").exists()
+    store.close_idle_connection()
+    assert not Path(f"{path}-wal").exists()
+    assert store.claim("k", 60, "b") == "done"
+    assert Path(f"{path}-wal").exists()
+
+
+def _idle_in_child(store: webhooks.SqliteReplayStore, queue: Any) -> None:
+    crossed = store._idle is not None
+    queue.put((crossed, store.claim("child", 60, "child"), store._idle is not None))
+
+
+def test_sqlite_idle_connection_never_crosses_a_fork(tmp_path: Path) -> None:
+    store = webhooks.SqliteReplayStore(str(tmp_path / "r.sqlite3"))
+    assert store.claim("parent", 60, "parent") == "claimed"
+    assert store._idle is not None
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_idle_in_child, args=(store, queue))
+    child.start()
+    assert queue.get(timeout=30) == (False, "claimed", True)
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert store.claim("child", 60, "parent") == "processing"
+    assert store._idle is not None
+
+
 def test_sqlite_claim_is_exclusive_across_forked_processes(tmp_path: Path) -> None:
     path = str(tmp_path / "r.sqlite3")
     webhooks.SqliteReplayStore(path).claim("warm-up", 60, "parent")  # used before the fork
@@ -1164,7 +1198,8 @@ def test_sqlite_busy_timeout_is_five_seconds_by_default_on_every_connection(
     store = webhooks.SqliteReplayStore(str(tmp_path / "r.sqlite3"))
     assert store.claim("k", 60, "a") == "claimed"
     store.complete("k", 60)
-    assert timeouts_ms == [5000] * 4  # WAL at start-up, the schema, the claim, the completion
+    # WAL at start-up, the schema, the idle connection, the claim, the completion
+    assert timeouts_ms == [5000] * 5
 
 
 # --- the Redis client's timeouts, retry and health checks, against real sockets ---------------
