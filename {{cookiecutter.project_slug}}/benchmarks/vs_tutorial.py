@@ -613,6 +613,8 @@ def main() -> int:
         help="the service's GUNICORN_THREADS (default: as shipped)",
     )
     args = parser.parse_args()
+    # A plain kill (timeout, CI cancelling) unwinds like Ctrl-C: both stacks are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
     sizing = "as shipped" if args.threads is None else f"GUNICORN_THREADS={args.threads}"

@@ -7,6 +7,7 @@ runs with one command still works from a fresh bake.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -53,3 +54,53 @@ def test_vs_tutorial_starts_measures_and_stops_both_stacks() -> None:
     for port in ports:
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_vs_tutorial_stops_both_stacks_when_killed() -> None:
+    require_nginx()
+    require_tool("wrk", "wrk")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "benchmarks" / "vs_tutorial.py"),
+            *("--duration", "60", "--rounds", "1", "--warmup", "0", "--tokens", "20"),
+            *("--threads", "1"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("minting"):  # both stacks are up
+                break
+        ports = [
+            int(port) for port in re.findall(r"stack on https://localhost:(\d+)/", "".join(lines))
+        ]
+        assert len(ports) == 2, "".join(lines)
+        assert "service: gunicorn GUNICORN_THREADS=1\n" in lines
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 143, "".join(lines) + rest
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_vs_tutorial_refuses_a_thread_count_below_one() -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "vs_tutorial.py"), "--threads", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--threads must be at least 1" in result.stderr
