@@ -175,6 +175,20 @@ def test_pipelined_requests_are_all_answered_in_order(tmp_path: Path) -> None:
     assert bodies == [b"GET /a", b"GET /b", b"GET /c"]
 
 
+def test_a_long_pipeline_is_answered_whole_while_others_are_served(tmp_path: Path) -> None:
+    with (
+        gunicorn(tmp_path, 1) as (port, _, _),
+        socket.create_connection(("127.0.0.1", port), timeout=30) as pipelining,
+        socket.create_connection(("127.0.0.1", port), timeout=30) as other,
+    ):
+        pipelining.sendall(b"".join(get(f"/{number}") for number in range(1000)))
+        other.sendall(get("/other"))
+        assert read_response(other, bytearray())[2] == b"GET /other"
+        buffered = bytearray()
+        bodies = [read_response(pipelining, buffered)[2] for _ in range(1000)]
+    assert bodies == [f"GET /{number}".encode() for number in range(1000)]
+
+
 def test_one_thread_serves_many_connections_in_turn(tmp_path: Path) -> None:
     with gunicorn(tmp_path, 1) as (port, _, _), contextlib.ExitStack() as open_connections:
         clients = [
@@ -276,3 +290,23 @@ def test_a_head_alone_is_sent_by_flush() -> None:
     held.flush()
     held.flush()
     assert recorder.writes == [b"HEAD\r\n\r\n"]
+
+
+def test_a_large_body_is_not_copied_to_join_its_head() -> None:
+    recorder = Recorder()
+    held = serving._HeadWithBody(recorder)  # type: ignore[arg-type]
+    body = b"x" * serving.COALESCE_LIMIT
+    held.sendall(b"HEAD\r\n\r\n")
+    held.sendall(body)
+    assert recorder.writes == [b"HEAD\r\n\r\n", body]
+
+
+def test_an_informational_head_leaves_at_once_and_the_final_head_still_waits() -> None:
+    recorder = Recorder()
+    held = serving._HeadWithBody(recorder)  # type: ignore[arg-type]
+    hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    held.sendall(hints)
+    assert recorder.writes == [hints]
+    held.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+    held.sendall(b"body")
+    assert recorder.writes == [hints, b"HTTP/1.1 200 OK\r\n\r\nbody"]

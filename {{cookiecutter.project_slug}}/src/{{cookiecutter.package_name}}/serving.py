@@ -79,6 +79,9 @@ SERVER_ERROR = (HTTPStatus.INTERNAL_SERVER_ERROR, "The server could not complete
 # request or take the response. nginx sends whole requests and reads promptly; this only bounds
 # what a stalled peer can cost the worker's other connections.
 INLINE_IO_TIMEOUT_SECONDS = 5
+# Head and first body bytes up to this size leave in one write; above it, copying the body to
+# join them would cost more than the write it saves.
+COALESCE_LIMIT = 64 * 1024
 
 
 class Logger(GunicornLogger):  # type: ignore[misc, unused-ignore]
@@ -130,17 +133,59 @@ class ThreadWorker(GunicornThreadWorker):  # type: ignore[misc, unused-ignore]
     serves each request itself, start to finish, when its connection turns readable, like a
     sync worker that keeps nginx's connections open. That saves two thread switches and a pipe
     round trip per request. New connections wait in the poller for their first bytes, and a
-    peer that stalls mid-request or stops reading is cut off after INLINE_IO_TIMEOUT_SECONDS,
-    so one connection cannot hold up the others for long.
+    peer that stalls mid-request or stops reading is cut off once a read or write waits
+    INLINE_IO_TIMEOUT_SECONDS. Like gunicorn's sync workers, this mode counts on a buffering
+    proxy in front (nginx as shipped: whole requests in, responses read at once): a peer that
+    trickles bytes directly into the worker holds its loop. And since the loop also sends the
+    worker's heartbeat, each request must finish within GUNICORN_TIMEOUT.
     """
 
+    serves_inline = False
+
+    def init_process(self) -> None:
+        # Read once: gunicorn's settings are attribute look-ups through a dictionary, and the
+        # loop asks several times per request.
+        self.serves_inline = self.cfg.threads == 1
+        # Connections whose next request was already read while serving the last one: served
+        # on the loop's next turn, not from inside the last one (a long pipeline would recurse
+        # one level per request and let one connection keep the loop to itself).
+        self._read_ahead: deque[Any] = deque()
+        self._serving = False
+        super().init_process()
+
     def enqueue_req(self, conn: Any) -> None:
-        if self.cfg.threads > 1:
+        if not self.serves_inline:
             super().enqueue_req(conn)
         elif not conn.initialized and not conn.data_ready:
             self._await_first_request(conn)
+        elif self._serving:
+            self._read_ahead.append(conn)
         else:
             self._serve_here(conn)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        if self.serves_inline and self._read_ahead:
+            timeout = 0
+        super().wait_for_and_dispatch_events(timeout)
+        if self.serves_inline:
+            for _ in range(len(self._read_ahead)):
+                self._serve_here(self._read_ahead.popleft())
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        if not self.serves_inline:
+            super().on_client_socket_readable(conn, client)
+            return
+        keep_alive = self._handle_once(conn)
+        if keep_alive is True and self.alive and not conn.parser.unreader.buf.getvalue():
+            # The common case: the connection stays registered with the poller, only moving to
+            # the back of the line for the keep-alive deadline.
+            conn.set_timeout()
+            self.keepalived_conns.remove(conn)
+            self.keepalived_conns.append(conn)
+            return
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._finish(conn, keep_alive)
 
     def _await_first_request(self, conn: Any) -> None:
         bound_blocking_io(conn.sock, INLINE_IO_TIMEOUT_SECONDS)
@@ -151,18 +196,33 @@ class ThreadWorker(GunicornThreadWorker):  # type: ignore[misc, unused-ignore]
         )
 
     def _serve_here(self, conn: Any) -> None:
+        self._finish(conn, self._handle_once(conn))
+
+    def _handle_once(self, conn: Any) -> object:
+        self._serving = True
+        try:
+            return self.handle(conn)
+        finally:
+            self._serving = False
+
+    def _finish(self, conn: Any, keep_alive: object) -> None:
         served: Future[Any] = Future()
-        served.set_result(self.handle(conn))
-        # gunicorn's own bookkeeping: keep the connection for its next request, or close it.
-        self.finish_request(conn, served)
+        served.set_result(keep_alive)
+        # gunicorn's own bookkeeping: keep the connection for its next request, or close it
+        # (a next request already read goes to _read_ahead through enqueue_req).
+        self._serving = True
+        try:
+            self.finish_request(conn, served)
+        finally:
+            self._serving = False
 
     def murder_keepalived(self, force: bool = False) -> None:
-        if not force and self.cfg.threads == 1:
+        if not force and self.serves_inline:
             self._spare_readable(self.keepalived_conns)
         super().murder_keepalived(force)
 
     def murder_pending(self) -> None:
-        if self.cfg.threads == 1:
+        if self.serves_inline:
             self._spare_readable(self.pending_conns)
         super().murder_pending()
 
@@ -177,6 +237,8 @@ class ThreadWorker(GunicornThreadWorker):  # type: ignore[misc, unused-ignore]
         expired = []
         while waiting and waiting[0].timeout <= now:
             expired.append(waiting.popleft())
+        if not expired:
+            return
         readable = {key.fileobj for key in _readable_now(conn.sock for conn in expired)}
         for conn in reversed(expired):
             if conn.sock not in readable:
@@ -230,6 +292,11 @@ def bound_blocking_io(sock: socket.socket, seconds: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
 
 
+def _is_informational(head: bytes) -> bool:
+    """A 1xx head (103 Early Hints): it must leave at once, ahead of the final response."""
+    return head.startswith(b"HTTP/") and head[9:10] == b"1"
+
+
 class _HeadWithBody:
     """A socket whose first ``sendall`` (gunicorn's response head) waits for the second.
 
@@ -245,12 +312,16 @@ class _HeadWithBody:
         self._first = True
 
     def sendall(self, data: bytes) -> None:
-        if self._first:
+        if self._first and not _is_informational(data):
             self._first = False
             self._held = bytes(data)
             return
         if self._held:
-            data, self._held = self._held + data, b""
+            held, self._held = self._held, b""
+            if len(held) + len(data) <= COALESCE_LIMIT:
+                data = held + data
+            else:
+                self._sock.sendall(held)  # a large body is not copied to save one write
         self._sock.sendall(data)
 
     def flush(self) -> None:
