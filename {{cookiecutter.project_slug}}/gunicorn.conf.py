@@ -54,6 +54,9 @@ try:
 except ValueError as error:
     raise refuse(error) from None
 # gunicorn's gthread worker, whose own refusals are problem+json like the app's (serving.py).
+# With GUNICORN_THREADS=1 it has no pool: each worker serves requests on its own loop, the
+# cheapest per request for CPU-bound routes (README "Sizing gunicorn"); each request must then
+# end within GUNICORN_TIMEOUT, and it counts on nginx in front buffering slow clients.
 worker_class = "{{ cookiecutter.package_name }}.serving.ThreadWorker"
 threads = env_int("GUNICORN_THREADS", 2, minimum=1)
 
