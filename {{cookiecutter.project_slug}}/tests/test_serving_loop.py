@@ -15,6 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gunicorn.workers.gthread import (  # type: ignore[import-untyped, unused-ignore]
+    ThreadWorker as GunicornThreadWorker,
+)
 
 import stack
 from {{ cookiecutter.package_name }} import serving
@@ -310,3 +313,32 @@ def test_an_informational_head_leaves_at_once_and_the_final_head_still_waits() -
     held.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
     held.sendall(b"body")
     assert recorder.writes == [hints, b"HTTP/1.1 200 OK\r\n\r\nbody"]
+
+
+class Connection:
+    def __init__(self, sock: Recorder) -> None:
+        self.sock = sock
+
+
+@pytest.mark.parametrize(
+    ("writes", "sent"),
+    [
+        ([b"HEAD\r\n\r\n", b"body"], [b"HEAD\r\n\r\nbody"]),
+        ([b"HEAD\r\n\r\n"], [b"HEAD\r\n\r\n"]),  # no body: the head leaves when serving ends
+    ],
+)
+def test_the_worker_sends_head_and_body_of_a_response_in_one_write(
+    monkeypatch: pytest.MonkeyPatch, writes: list[bytes], sent: list[bytes]
+) -> None:
+    def gunicorn_handle_request(worker: object, req: object, conn: Connection) -> bool:
+        for data in writes:
+            conn.sock.sendall(data)
+        return True
+
+    monkeypatch.setattr(GunicornThreadWorker, "handle_request", gunicorn_handle_request)
+    recorder = Recorder()
+    conn = Connection(recorder)
+    worker = serving.ThreadWorker.__new__(serving.ThreadWorker)
+    assert worker.handle_request(object(), conn) is True
+    assert recorder.writes == sent
+    assert conn.sock is recorder
