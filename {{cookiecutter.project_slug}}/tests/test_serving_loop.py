@@ -1,6 +1,6 @@
-"""serving.ThreadWorker in a real gunicorn: responses whose head and body leave together, and,
-with one thread, requests served on the worker's own loop without one connection holding up
-the others for longer than INLINE_IO_TIMEOUT_SECONDS."""
+"""serving.ThreadWorker in a real gunicorn: responses whose head and body leave together, and
+requests served on each thread's own loop without one connection holding up the others for
+longer than INLINE_IO_TIMEOUT_SECONDS (with one thread) or at all (with two)."""
 
 from __future__ import annotations
 
@@ -192,8 +192,9 @@ def test_a_long_pipeline_is_answered_whole_while_others_are_served(tmp_path: Pat
     assert bodies == [f"GET /{number}".encode() for number in range(1000)]
 
 
-def test_one_thread_serves_many_connections_in_turn(tmp_path: Path) -> None:
-    with gunicorn(tmp_path, 1) as (port, _, _), contextlib.ExitStack() as open_connections:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_worker_serves_many_connections_in_turn(tmp_path: Path, threads: int) -> None:
+    with gunicorn(tmp_path, threads) as (port, _, _), contextlib.ExitStack() as open_connections:
         clients = [
             open_connections.enter_context(socket.create_connection(("127.0.0.1", port), 10))
             for _ in range(20)
@@ -240,16 +241,42 @@ def test_a_peer_stalled_mid_request_is_cut_off_and_the_others_go_on(tmp_path: Pa
     assert "Socket error processing request" in log.read_text()
 
 
-def test_a_stopping_worker_closes_its_kept_alive_connections_and_exits(tmp_path: Path) -> None:
+def test_a_second_loop_serves_while_the_first_waits_on_a_stalled_peer(tmp_path: Path) -> None:
     with (
-        gunicorn(tmp_path, 1) as (port, _, process),
-        socket.create_connection(("127.0.0.1", port), timeout=20) as client,
+        gunicorn(tmp_path, 2) as (port, log, _),
+        socket.create_connection(("127.0.0.1", port), timeout=30) as stalled,
     ):
-        client.sendall(get("/before"))
-        assert read_response(client, bytearray())[2] == b"GET /before"
+        stalled.sendall(b"GET /half HTTP/1.1\r\nHost: te")
+        time.sleep(0.3)  # one loop is now reading the rest of that request
+        for number in range(3):
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+                client.sendall(get(f"/other/{number}"))
+                assert read_response(client, bytearray())[2] == f"GET /other/{number}".encode()
+            assert time.monotonic() - started < 1.0
+        assert stalled.recv(65536) == b""  # still cut off in the end, never half answered
+    assert "Socket error processing request" in log.read_text()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_stopping_worker_closes_its_kept_alive_connections_and_exits(
+    tmp_path: Path, threads: int
+) -> None:
+    with (
+        gunicorn(tmp_path, threads) as (port, _, process),
+        contextlib.ExitStack() as open_connections,
+    ):
+        clients = [
+            open_connections.enter_context(socket.create_connection(("127.0.0.1", port), 20))
+            for _ in range(6)
+        ]
+        for number, client in enumerate(clients):
+            client.sendall(get(f"/before/{number}"))
+            assert read_response(client, bytearray())[2] == f"GET /before/{number}".encode()
         started = time.monotonic()
         os.killpg(process.pid, signal.SIGTERM)
-        assert client.recv(65536) == b""
+        for client in clients:
+            assert client.recv(65536) == b""
         process.wait(timeout=15)
         assert time.monotonic() - started < 10
 
