@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gunicorn.config import Config  # type: ignore[import-untyped, unused-ignore]
 from gunicorn.workers.gthread import (  # type: ignore[import-untyped, unused-ignore]
     ThreadWorker as GunicornThreadWorker,
 )
@@ -279,6 +280,19 @@ def test_a_stopping_worker_closes_its_kept_alive_connections_and_exits(
             assert client.recv(65536) == b""
         process.wait(timeout=15)
         assert time.monotonic() - started < 10
+
+
+def test_a_worker_reads_each_setting_once_and_keeps_it() -> None:
+    config = Config()
+    config.set("keepalive", 7)
+    settled = serving.SettledConfig(config)
+    assert settled.keepalive == 7
+    assert settled.address == config.address  # derived settings too
+    config.set("keepalive", 9)
+    assert settled.keepalive == 7
+    assert serving.SettledConfig(config).keepalive == 9
+    with pytest.raises(AttributeError):
+        settled.no_such_setting  # noqa: B018 - the look-up itself is the test
 
 
 class Recorder:

@@ -130,6 +130,23 @@ def problem_response(status: HTTPStatus, detail: str) -> bytes:
     return "\r\n".join(head).encode("ascii") + b"\r\n\r\n" + body
 
 
+class SettledConfig:
+    """gunicorn's settings for one worker, each looked up once and then kept.
+
+    gunicorn reads its settings some thirty times per request (limits while parsing, keep-alive,
+    hooks), each a look-up through its settings table that costs about a microsecond; a
+    worker's settings never change while it runs (a reload starts new workers).
+    """
+
+    def __init__(self, config: Any) -> None:
+        self._config = config
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._config, name)
+        setattr(self, name, value)  # found by the next look-up before __getattr__ is asked
+        return value
+
+
 class ThreadWorker(GunicornThreadWorker):  # type: ignore[misc, unused-ignore]
     """gunicorn's gthread worker, serving requests on its loops and answering what it cannot
     serve with problem+json.
@@ -151,6 +168,7 @@ class ThreadWorker(GunicornThreadWorker):  # type: ignore[misc, unused-ignore]
     """
 
     def init_process(self) -> None:
+        self.cfg: Any = SettledConfig(self.cfg)
         # Connections whose next request was already read while serving the last one: served
         # on the loop's next turn, not from inside the last one (a long pipeline would recurse
         # one level per request and let one connection keep the loop to itself).
