@@ -45,18 +45,18 @@ wsgi_app = "{{ cookiecutter.package_name }}:create_app()"
 bind = [ENVIRONMENT.get("GUNICORN_BIND", "127.0.0.1:8000")]
 
 # Measured on 2 cores through nginx over TLS (benchmarks/gunicorn_sizing.py, README "Sizing
-# gunicorn"): workers = cores with 2 threads kept the lowest p99 when the CPUs were contended
-# or at 64 connections; 2 * cores + 1 won throughput on an idle machine with a longer tail and
-# more than twice the processes. Re-measure on your own hardware before changing it.
+# gunicorn"): workers = cores beat 2 * cores + 1 on throughput and tail alike. Re-measure on
+# your own hardware before changing it.
 try:
     workers = read_web_concurrency(ENVIRONMENT)
     loglevel = read_log_level(ENVIRONMENT.get("LOG_LEVEL")).lower()
 except ValueError as error:
     raise refuse(error) from None
-# gunicorn's gthread worker, whose own refusals are problem+json like the app's (serving.py).
-# With GUNICORN_THREADS=1 it has no pool: each worker serves requests on its own loop, the
-# cheapest per request for CPU-bound routes (README "Sizing gunicorn"); each request must then
-# end within GUNICORN_TIMEOUT, and it counts on nginx in front buffering slow clients.
+# gunicorn's gthread worker, whose own refusals are problem+json like the app's (serving.py),
+# and whose threads each serve requests on a loop of their own instead of a pool's. One thread
+# is the cheapest per request for CPU-bound routes; the second keeps a worker answering while a
+# request waits on the network (README "Sizing gunicorn"). Each request must end within
+# GUNICORN_TIMEOUT, and nginx in front buffers slow clients.
 worker_class = "{{ cookiecutter.package_name }}.serving.ThreadWorker"
 threads = env_int("GUNICORN_THREADS", 2, minimum=1)
 

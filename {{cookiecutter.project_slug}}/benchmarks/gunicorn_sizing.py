@@ -33,7 +33,7 @@ SIZINGS = {
         "WEB_CONCURRENCY": str(CORES),
         "GUNICORN_THREADS": "2",
     },
-    f"workers={CORES} threads=1 (each worker serves on its own loop)": {
+    f"workers={CORES} threads=1 (one loop per worker)": {
         "WEB_CONCURRENCY": str(CORES),
         "GUNICORN_THREADS": "1",
     },
