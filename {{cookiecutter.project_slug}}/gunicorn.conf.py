@@ -55,12 +55,12 @@ except ValueError as error:
 # gunicorn's gthread worker, whose own refusals are problem+json like the app's (serving.py),
 # and whose threads each serve requests on a loop of their own instead of a pool's. One thread
 # is the cheapest per request for CPU-bound routes; the second keeps a worker answering while a
-# request waits on the network (README "Sizing gunicorn"). Each request must end within
-# GUNICORN_TIMEOUT, and nginx in front buffers slow clients.
+# request waits on the network (README "Sizing gunicorn"). nginx in front buffers slow clients.
 worker_class = "{{ cookiecutter.package_name }}.serving.ThreadWorker"
 threads = env_int("GUNICORN_THREADS", 2, minimum=1)
 
-# A worker stuck longer than this is killed and replaced (no request should take 30 s). gunicorn
+# A worker whose loops are all stuck longer than this is killed and replaced (no request should
+# take 30 s). gunicorn
 # reads 0 as "never", so it is refused like the limits below, where 0 means "unlimited".
 timeout = env_int("GUNICORN_TIMEOUT", 30, minimum=1)
 graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)

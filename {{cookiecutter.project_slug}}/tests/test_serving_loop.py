@@ -39,7 +39,9 @@ def app(environ, start_response):
 
 
 @contextlib.contextmanager
-def gunicorn(tmp_path: Path, threads: int) -> Iterator[tuple[int, Path, subprocess.Popen[bytes]]]:
+def gunicorn(
+    tmp_path: Path, threads: int, *options: str
+) -> Iterator[tuple[int, Path, subprocess.Popen[bytes]]]:
     """One worker of serving.ThreadWorker on a free loopback port, stopped by its PID."""
     (tmp_path / "echo.py").write_text(APP, encoding="utf-8")
     port = stack.free_port()
@@ -55,7 +57,7 @@ def gunicorn(tmp_path: Path, threads: int) -> Iterator[tuple[int, Path, subproce
                 *(sys.executable, "-m", "gunicorn", "--chdir", str(tmp_path)),
                 *("-k", "{{ cookiecutter.package_name }}.serving.ThreadWorker", "-w", "1"),
                 *("--threads", str(threads), "--bind", f"127.0.0.1:{port}"),
-                *("--no-control-socket", "--graceful-timeout", "5", "echo:app"),
+                *("--no-control-socket", "--graceful-timeout", "5", *options, "echo:app"),
             ],
             # Not the project root: gunicorn would read the service's own gunicorn.conf.py there.
             cwd=tmp_path,
@@ -293,6 +295,58 @@ def test_a_worker_reads_each_setting_once_and_keeps_it() -> None:
     assert serving.SettledConfig(config).keepalive == 9
     with pytest.raises(AttributeError):
         settled.no_such_setting  # noqa: B018 - the look-up itself is the test
+
+
+# Loaded by gunicorn (-c) in the worker: the first worker's second loop fails on its first turn.
+FAILING_LOOP_CONFIG = """
+import os
+from {{ cookiecutter.package_name }} import serving
+
+def post_worker_init(worker):
+    def fail_once(loop, timeout):
+        if os.path.exists("fail-once"):
+            os.remove("fail-once")
+            raise RuntimeError("a loop failed")
+        return serving.ThreadWorker.wait_for_and_dispatch_events(loop, timeout)
+    serving._Loop.wait_for_and_dispatch_events = fail_once
+"""
+
+
+def test_a_loop_that_fails_stops_its_worker_and_gunicorn_starts_another(tmp_path: Path) -> None:
+    (tmp_path / "failing.py").write_text(FAILING_LOOP_CONFIG, encoding="utf-8")
+    (tmp_path / "fail-once").touch()
+    with gunicorn(tmp_path, 2, "-c", "failing.py") as (port, log, _):
+        deadline = time.monotonic() + 20
+        while "Booting worker" not in log.read_text().partition("a loop failed")[2]:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        text = log.read_text()
+        assert "Error in loop-1; stopping the worker" in text
+        assert "Traceback" in text
+        assert "Exception in thread" not in text  # not the thread's default hook
+        for number in range(4):  # the new worker answers on both loops
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(get(f"/after/{number}"))
+                assert read_response(client, bytearray())[2] == f"GET /after/{number}".encode()
+
+
+def test_a_wake_up_after_the_queue_closed_goes_nowhere(tmp_path: Path) -> None:
+    queue = serving._WakeUps()
+    queue.init()
+    write_end = queue._write_fd
+    assert write_end is not None
+    queue.close()
+    # The closed pipe's number now belongs to another file, as it may in a running worker.
+    reused = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if reused != write_end:
+            os.dup2(reused, write_end)
+        queue.defer(lambda: None)
+        assert (tmp_path / "other").read_bytes() == b""
+    finally:
+        os.close(reused)
+        if reused != write_end:
+            os.close(write_end)
 
 
 class Recorder:

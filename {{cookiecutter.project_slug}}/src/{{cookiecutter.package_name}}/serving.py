@@ -156,16 +156,22 @@ class ThreadWorker(GunicornThreadWorker):  # type: ignore[misc, unused-ignore]
     finish, when a connection turns readable, like a sync worker that keeps nginx's connections
     open. gunicorn hands every request from its one loop to a pool thread and back instead: two
     thread switches and a pipe round trip per request, which cost this service about 40% more
-    CPU per request than serving it in place. A second loop keeps the worker answering while
-    one of its requests waits on the network (a key set fetch, Redis).
+    CPU per request than serving it in place. A second loop keeps the worker accepting and
+    serving while one of its requests waits on the network (a key set fetch, Redis); the
+    connections of the waiting loop wait with it. A loop that fails stops the worker, and
+    gunicorn starts a new one.
 
     New connections wait in the poller for their first bytes, and a peer that stalls
     mid-request or stops reading is cut off once a read or write waits
     INLINE_IO_TIMEOUT_SECONDS. Like gunicorn's sync workers, this counts on a buffering proxy in
     front (nginx as shipped: whole requests in, responses read at once): a peer that trickles
-    bytes directly into the worker holds one of its loops. And since the loops also send the
-    worker's heartbeat, a request must finish within GUNICORN_TIMEOUT.
+    bytes directly into the worker holds one of its loops. The loops also send the worker's
+    heartbeat: a request that outlasts GUNICORN_TIMEOUT gets the worker killed and replaced
+    when it holds the only loop (GUNICORN_THREADS=1), and only once every loop is stuck
+    otherwise.
     """
+
+    alive: bool
 
     def init_process(self) -> None:
         self.cfg: Any = SettledConfig(self.cfg)
@@ -175,6 +181,8 @@ class ThreadWorker(GunicornThreadWorker):  # type: ignore[misc, unused-ignore]
         self._read_ahead: deque[Any] = deque()
         self._serving = False
         self._other_loops: list[_Loop] = []
+        self._quitting = False
+        self.method_queue = _WakeUps()
         # Each loop has its share of gunicorn's worker_connections.
         self.worker_connections = max(1, self.cfg.worker_connections // self.cfg.threads)
         self.max_keepalived = self.worker_connections - 1
@@ -185,10 +193,19 @@ class ThreadWorker(GunicornThreadWorker):  # type: ignore[misc, unused-ignore]
         try:
             super().run()
         finally:
-            # The others stop with this one (the worker's life is theirs); each has the same
-            # graceful timeout for its own requests in flight.
-            for thread in threads:
-                thread.join(self.cfg.graceful_timeout)
+            # However this loop ended (stopped, parent gone, failed), the others end with it.
+            self.stop_every_loop()
+            if not self._quitting:  # a quick stop drops what is in flight, on every loop
+                deadline = time.monotonic() + self.cfg.graceful_timeout
+                for thread in threads:
+                    thread.join(max(0.0, deadline - time.monotonic()))
+
+    def stop_every_loop(self) -> None:
+        """Tell every loop of the worker to stop, and wake those waiting in their pollers."""
+        if self.alive:
+            self.alive = False
+            for loop in (self, *self._other_loops):
+                loop.method_queue.defer(_nothing)
 
     def _start_loop(self, number: int) -> threading.Thread:
         loop = _Loop(self)
@@ -198,9 +215,11 @@ class ThreadWorker(GunicornThreadWorker):  # type: ignore[misc, unused-ignore]
         return thread
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        super().handle_exit(sig, frame)
-        for loop in self._other_loops:
-            loop.method_queue.defer(_nothing)  # wakes its poller to see the worker stopping
+        self.stop_every_loop()
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        self._quitting = True
+        super().handle_quit(sig, frame)
 
     def enqueue_req(self, conn: Any) -> None:
         if not conn.initialized and not conn.data_ready:
@@ -325,7 +344,7 @@ class _Loop(ThreadWorker):
         # Its own descriptors for the listening sockets, so that each loop closes what it uses.
         self.sockets = [listener.dup() for listener in worker.sockets]
         self.poller = selectors.DefaultSelector()
-        self.method_queue = PollableMethodQueue()
+        self.method_queue = _WakeUps()
         self.method_queue.init()
         self.keepalived_conns: deque[Any] = deque()
         self.pending_conns: deque[Any] = deque()
@@ -353,7 +372,40 @@ class _Loop(ThreadWorker):
         self.worker.nr = value
 
     def run(self) -> None:
-        GunicornThreadWorker.run(self)
+        try:
+            GunicornThreadWorker.run(self)
+        except BaseException:
+            # Not left to the thread's default hook, which would print past the JSON logs and
+            # leave the worker serving on fewer loops, this loop's connections unanswered.
+            self.log.exception("Error in %s; stopping the worker", threading.current_thread().name)
+            self.worker.stop_every_loop()
+
+
+class _WakeUps(PollableMethodQueue):  # type: ignore[misc, unused-ignore]
+    """gunicorn's method queue, whose wake-ups after it is closed go nowhere.
+
+    A signal can ask a loop to wake after the loop stopped and closed its pipe, when the pipe's
+    descriptor numbers may already belong to another file or socket: that one must not get the
+    wake-up byte. Reentrant: the signal handler that defers runs on a thread that may be
+    deferring already.
+    """
+
+    _read_fd: int | None
+    _write_fd: int | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._guard = threading.RLock()
+
+    def close(self) -> None:
+        with self._guard:
+            super().close()
+            self._read_fd = self._write_fd = None
+
+    def defer(self, callback: Any, *args: Any) -> None:
+        with self._guard:
+            if self._write_fd is not None:
+                super().defer(callback, *args)
 
 
 def _nothing() -> None:
