@@ -60,8 +60,8 @@ worker_class = "{{ cookiecutter.package_name }}.serving.ThreadWorker"
 threads = env_int("GUNICORN_THREADS", 2, minimum=1)
 
 # A worker whose loops are all stuck longer than this is killed and replaced (no request should
-# take 30 s). gunicorn
-# reads 0 as "never", so it is refused like the limits below, where 0 means "unlimited".
+# take 30 s). gunicorn reads 0 as "never", so it is refused like the limits below, where 0
+# means "unlimited".
 timeout = env_int("GUNICORN_TIMEOUT", 30, minimum=1)
 graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # Longer than nginx's upstream keepalive_timeout (60 s) so gunicorn never closes an idle
