@@ -29,6 +29,9 @@ def app(environ, start_response):
     if path == "/empty":
         start_response("204 No Content", [])
         return [b""]
+    if path == "/slow":
+        import time
+        time.sleep(4)
     if path == "/chunks":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return iter([b"one,", b"two,", b"three"])
@@ -295,6 +298,26 @@ def test_a_worker_reads_each_setting_once_and_keeps_it() -> None:
     assert serving.SettledConfig(config).keepalive == 9
     with pytest.raises(AttributeError):
         settled.no_such_setting  # noqa: B018 - the look-up itself is the test
+
+
+def test_a_quick_stop_drops_what_is_in_flight_on_every_loop(tmp_path: Path) -> None:
+    with (
+        gunicorn(tmp_path, 2) as (port, _, process),
+        socket.create_connection(("127.0.0.1", port), timeout=20) as first,
+        socket.create_connection(("127.0.0.1", port), timeout=20) as second,
+    ):
+        first.sendall(get("/slow"))
+        time.sleep(0.3)  # that loop is busy now: the other one takes the second connection
+        second.sendall(get("/slow"))
+        time.sleep(0.3)
+        started = time.monotonic()
+        os.kill(process.pid, signal.SIGQUIT)  # gunicorn's quick stop, passed on to the worker
+        process.wait(timeout=15)
+        # Neither loop waits for its request: no graceful timeout, no answer.
+        assert time.monotonic() - started < 2.0
+        for client in (first, second):
+            with contextlib.suppress(ConnectionResetError):
+                assert client.recv(65536) == b""
 
 
 # Loaded by gunicorn (-c) in the worker: the first worker's second loop fails on its first turn.

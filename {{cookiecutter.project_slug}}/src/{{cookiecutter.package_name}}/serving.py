@@ -175,18 +175,26 @@ class ThreadWorker(GunicornThreadWorker):  # type: ignore[misc, unused-ignore]
 
     def init_process(self) -> None:
         self.cfg: Any = SettledConfig(self.cfg)
+        self._start_afresh()
+        self._other_loops: list[_Loop] = []
+        self._quitting = False
+        # Each loop has its share of gunicorn's worker_connections.
+        self.worker_connections = max(1, self.cfg.worker_connections // self.cfg.threads)
+        self.max_keepalived = self.worker_connections - 1
+        super().init_process()  # also opens the method queue
+
+    def _start_afresh(self) -> None:
+        """The state each loop has of its own: its connections and its wake-up pipe."""
+        self.method_queue = _WakeUps()
+        self.keepalived_conns: deque[Any] = deque()
+        self.pending_conns: deque[Any] = deque()
+        self.nr_conns = 0
+        self._accepting = False
         # Connections whose next request was already read while serving the last one: served
         # on the loop's next turn, not from inside the last one (a long pipeline would recurse
         # one level per request and let one connection keep the loop to itself).
         self._read_ahead: deque[Any] = deque()
         self._serving = False
-        self._other_loops: list[_Loop] = []
-        self._quitting = False
-        self.method_queue = _WakeUps()
-        # Each loop has its share of gunicorn's worker_connections.
-        self.worker_connections = max(1, self.cfg.worker_connections // self.cfg.threads)
-        self.max_keepalived = self.worker_connections - 1
-        super().init_process()
 
     def run(self) -> None:
         threads = [self._start_loop(number) for number in range(1, self.cfg.threads)]
@@ -343,16 +351,9 @@ class _Loop(ThreadWorker):
         self.worker = worker
         # Its own descriptors for the listening sockets, so that each loop closes what it uses.
         self.sockets = [listener.dup() for listener in worker.sockets]
-        self.poller = selectors.DefaultSelector()
-        self.method_queue = _WakeUps()
+        self._start_afresh()
         self.method_queue.init()
-        self.keepalived_conns: deque[Any] = deque()
-        self.pending_conns: deque[Any] = deque()
-        self.nr_conns = 0
-        self._accepting = False
-        self._read_ahead = deque()
-        self._serving = False
-        self._other_loops = []
+        self.poller = selectors.DefaultSelector()
 
     @property  # type: ignore[misc, unused-ignore]
     def alive(self) -> bool:
