@@ -300,6 +300,25 @@ def test_a_worker_reads_each_setting_once_and_keeps_it() -> None:
         settled.no_such_setting  # noqa: B018 - the look-up itself is the test
 
 
+def test_the_loops_share_the_worker_connections_limit(tmp_path: Path) -> None:
+    # 4 for the worker: 2 per loop, one of them kept alive between requests at most.
+    with (
+        gunicorn(tmp_path, 2, "--worker-connections", "4", "--keep-alive", "30") as (port, _, _),
+        contextlib.ExitStack() as open_connections,
+    ):
+        closed = 0
+        for number in range(4):
+            client = open_connections.enter_context(
+                socket.create_connection(("127.0.0.1", port), timeout=10)
+            )
+            client.sendall(get(f"/{number}"))
+            assert read_response(client, bytearray())[2] == f"GET /{number}".encode()
+            client.settimeout(1)
+            with contextlib.suppress(TimeoutError):
+                closed += client.recv(65536) == b""
+        assert closed >= 2
+
+
 def test_a_quick_stop_drops_what_is_in_flight_on_every_loop(tmp_path: Path) -> None:
     with (
         gunicorn(tmp_path, 2) as (port, _, process),
